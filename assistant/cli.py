@@ -1,0 +1,331 @@
+"""The `diffplugin` command line: a thin layer over the Python API. Heavy libraries load inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from assistant import __version__
+
+app = typer.Typer(
+    help="""Restore photos with Diff-Plugin Task-Plugins on a frozen Stable Diffusion.
+
+    Get the weights, then restore a photo:
+
+        diffplugin models pull
+
+        diffplugin apply rainy.jpg --plugin ~/.local/share/diffplugin/models/plugins/derain -o clear.png
+
+    No weights? Try everything on a tiny random model: diffplugin models make-tiny ./tiny
+    """,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Base model and Task-Plugin weights: pull, convert, make-tiny.", no_args_is_help=True)
+train_app = typer.Typer(help="Train Task-Plugins on your own paired data.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets for training and evaluation.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+class CliError(Exception):
+    """An error to show the user as one line, exiting 1."""
+
+
+@contextmanager
+def reported(as_json: bool) -> Iterator[None]:
+    """Turn expected failures into one clear line (or a JSON error object) and exit status 1."""
+    from plugins.diffplugin.errors import USER_ERRORS
+
+    try:
+        yield
+    except (CliError, *USER_ERRORS) as err:
+        if as_json:
+            print(json.dumps({"error": str(err), "type": type(err).__name__}))
+        else:
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+        print(json.dumps(data, indent=2))
+    else:
+        human()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"diffplugin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- models
+@models_app.command("convert")
+def models_convert(
+    source: Annotated[Path, typer.Argument(help="Official pre-trained/<task>/ folder, pre-trained/ itself, "
+                                                "or plugin_selector/PromptTunner.pt.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write (a plugin folder for one "
+                                                               "task; one sub-folder per task for a release).")],
+    task: Annotated[str | None, typer.Option(help="Task id for a single task folder (default: its name).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Convert official Diff-Plugin weights (pickles) into safetensors plugin folders.
+
+    Pickles are opened with torch.load(weights_only=True) only; tensor names are kept as published.
+    """
+    with reported(as_json):
+        from plugins.diffplugin.convert import convert_official
+
+        items = convert_official(source, output, task=task, overwrite=overwrite)
+
+    def human() -> None:
+        for item in items:
+            extra = f", ignored config keys: {', '.join(item.ignored_config_keys)}" if item.ignored_config_keys else ""
+            typer.echo(f"{item.kind} {item.name}: {item.tensors} tensors, {item.parameters:,} parameters "
+                       f"-> {item.output}{extra}")
+
+    emit([i.model_dump(mode="json") for i in items], as_json, human)
+
+
+@models_app.command("pull")
+def models_pull(
+    models_dir: Annotated[Path | None, typer.Option(help="Where to write (default: the data folder's "
+                                                          "models/, see $DIFFPLUGIN_HOME).")] = None,
+    base: Annotated[str, typer.Option(help="Base SD-1.x model: hub id or diffusers folder.")] =
+        "CompVis/stable-diffusion-v1-4",
+    image_encoder: Annotated[str, typer.Option(help="CLIP vision model: hub id or folder.")] =
+        "openai/clip-vit-large-patch14",
+    official: Annotated[str, typer.Option(help="URL of the official pre-trained/ folder, or a local copy "
+                                               "(a clone of the official repository works too).")] =
+        "https://github.com/yuhaoliu7456/Diff-Plugin/raw/main/pre-trained",
+    task: Annotated[list[str] | None, typer.Option("--task", help="Only these tasks (repeatable).")] = None,
+    skip_base: Annotated[bool, typer.Option("--skip-base", help="Do not fetch the base model.")] = False,
+    skip_plugins: Annotated[bool, typer.Option("--skip-plugins", help="Do not fetch the plugins.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace plugins that were pulled before.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Download the base model and the official plugins, and convert them for use.
+
+    The official weights are licensed CC BY-NC-SA 4.0 (non-commercial).
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from assistant.paths import models_dir as default_models_dir
+
+    with reported(as_json), Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                     disable=as_json, transient=True) as bar:
+        from plugins.diffplugin.pull import OFFICIAL_TASKS, pull
+
+        bars: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int | None) -> None:
+            if name not in bars:
+                bars[name] = bar.add_task(name, total=total)
+            bar.update(bars[name], completed=done)
+
+        result = pull(models_dir or default_models_dir(), base=None if skip_base else base,
+                      image_encoder=image_encoder, official=None if skip_plugins else official,
+                      tasks=task or OFFICIAL_TASKS, overwrite=overwrite, progress=progress)
+
+    def human() -> None:
+        if result.base:
+            typer.echo(f"base model -> {result.base}")
+        for item in result.plugins:
+            typer.echo(f"{item.kind} {item.name} -> {item.output}")
+        if result.plugins:
+            typer.secho("note: the official Diff-Plugin weights are CC BY-NC-SA 4.0: non-commercial use only.",
+                        fg=typer.colors.YELLOW)
+
+    emit(result, as_json, human)
+
+
+@models_app.command("make-tiny")
+def models_make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+    plugin_task: Annotated[list[str] | None, typer.Option(
+        "--plugin", help="Also write an untrained tiny plugin for this task under DIR/plugins/ (repeatable).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a tiny random SD-like base (UNet, VAE, CLIP vision, UniPC) in diffusers layout, for tests."""
+    with reported(as_json):
+        if directory.exists() and any(directory.iterdir()):
+            raise CliError(f"{directory} exists and is not empty; choose a new folder.")
+        from plugins.diffplugin.plugin import TaskPlugin
+        from plugins.diffplugin.tiny import make_tiny_base
+
+        pipe = make_tiny_base(directory, seed=seed)
+        plugins = [str(TaskPlugin.for_base(pipe.unet, pipe.image_encoder, t, seed=seed)
+                       .save_pretrained(directory / "plugins" / t)) for t in plugin_task or []]
+    result = {"base": str(directory), "plugins": plugins}
+    emit(result, as_json, lambda: typer.echo(f"tiny base -> {directory}" + "".join(f"\nplugin -> {p}"
+                                                                                     for p in plugins)))
+
+
+# --------------------------------------------------------------------------- apply
+@app.command("apply")
+def apply(
+    photo: Annotated[Path, typer.Argument(help="The photo to restore.")],
+    plugin: Annotated[list[Path], typer.Option("--plugin", "-p", help="Plugin folder; repeat to chain, "
+                                                                      "in order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result (never the photo "
+                                                               "itself).")],
+    base: Annotated[str | None, typer.Option(help="Base model folder or hub id (default: the pulled base).")] = None,
+    image_encoder: Annotated[str, typer.Option(help="CLIP vision model when BASE holds none.")] =
+        "openai/clip-vit-large-patch14",
+    steps: Annotated[int | None, typer.Option(help="Steps of the first plugin (default: its own, 20).")] = None,
+    chain_steps: Annotated[int, typer.Option(help="Steps of every later plugin.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    short_side: Annotated[int, typer.Option(help="Process with the short side at least this many pixels.")] = 512,
+    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one or more Task-Plugins on a photo, in the order given."""
+    with reported(as_json):
+        import PIL.Image
+
+        if not photo.is_file():
+            raise CliError(f"{photo}: no such photo.")
+        if output.resolve() == photo.resolve():
+            raise CliError("the output would overwrite the photo; choose another --output.")
+        if output.exists() and not overwrite:
+            raise CliError(f"{output} exists; pass --overwrite to replace it.")
+        try:
+            image = PIL.Image.open(photo)
+            image.load()
+        except (OSError, PIL.UnidentifiedImageError) as err:
+            raise CliError(f"{photo}: not a readable image ({err}).") from err
+
+        import torch
+
+        from assistant.paths import models_dir
+        from plugins.diffplugin.pipeline import DiffPluginPipeline
+        from plugins.diffplugin.plugin import TaskPlugin
+
+        base = base or str(models_dir() / "base")
+        if base == str(models_dir() / "base") and not Path(base).is_dir():
+            raise CliError(f"no base model at {base}: run `diffplugin models pull` or pass --base.")
+        pipe = DiffPluginPipeline.from_base(base, image_encoder, device=device)
+        pipe.set_progress_bar_config(disable=as_json)
+        plugins = [TaskPlugin.from_pretrained(p) for p in plugin]
+        result = pipe(image, plugins, num_inference_steps=steps, chain_num_inference_steps=chain_steps,
+                      generator=torch.Generator().manual_seed(seed), short_side=short_side).images[0]
+        output.parent.mkdir(parents=True, exist_ok=True)
+        result.save(output)
+    summary = {"photo": str(photo), "output": str(output), "plugins": [p.task for p in plugins],
+               "size": list(result.size), "seed": seed}
+    emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(summary['plugins'])}: {output}"))
+
+
+# --------------------------------------------------------------------------- train
+@train_app.command("plugin")
+def train_plugin_command(
+    data: Annotated[Path, typer.Option(help="Paired CSV: header image,conditioning_image (clean, degraded).")],
+    task: Annotated[str, typer.Option(help="Task id of the plugin, e.g. derain.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (checkpoints, validation, "
+                                                               "plugin/).")],
+    base: Annotated[str, typer.Option(help="Base model: hub id or folder.")] = "CompVis/stable-diffusion-v1-4",
+    image_encoder: Annotated[str, typer.Option(help="CLIP vision model when BASE holds none.")] =
+        "openai/clip-vit-large-patch14",
+    init_plugin: Annotated[Path | None, typer.Option(help="Fine-tune this plugin folder.")] = None,
+    resolution: Annotated[int, typer.Option(help="Training size (pairs resized to a square).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Per-device batch size.")] = 1,
+    gradient_accumulation_steps: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    max_train_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    learning_rate: Annotated[float, typer.Option(help="Base LR (scaled by the total batch unless --no-scale-lr).")]
+        = 1e-5,
+    scale_lr: Annotated[bool, typer.Option(help="Scale the LR by batch x accumulation x processes.")] = True,
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16.")] = "no",
+    checkpointing_steps: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 500,
+    checkpoints_total_limit: Annotated[int | None, typer.Option(help="Keep at most N checkpoints.")] = None,
+    validation_steps: Annotated[int, typer.Option(help="Validation loss and images every N steps.")] = 500,
+    num_validation_images: Annotated[int, typer.Option(help="Validation strips to save.")] = 2,
+    resume: Annotated[str | None, typer.Option(help="Checkpoint folder or 'latest'.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a Task-Plugin (TPB + SCB) on a frozen base. Multi-GPU: run it under `accelerate launch`."""
+    with reported(as_json):
+        from pydantic import ValidationError
+
+        from plugins.diffplugin.train import TrainConfig, train_plugin
+
+        try:
+            config = TrainConfig(
+                data=data, task=task, output_dir=output, base=base, image_encoder=image_encoder,
+                init_plugin=init_plugin, resolution=resolution, train_batch_size=batch_size,
+                gradient_accumulation_steps=gradient_accumulation_steps, max_train_steps=max_train_steps,
+                learning_rate=learning_rate, scale_lr=scale_lr, mixed_precision=mixed_precision,
+                checkpointing_steps=checkpointing_steps, checkpoints_total_limit=checkpoints_total_limit,
+                validation_steps=validation_steps, num_validation_images=num_validation_images,
+                resume_from_checkpoint=resume, seed=seed,
+            )
+        except ValidationError as err:
+            raise CliError(_first_validation_error(err)) from None
+        result = train_plugin(config, progress=not as_json)
+    emit(result, as_json, lambda: typer.echo(f"trained {result.global_step} steps, last loss "
+                                             f"{result.last_loss:.4f}; plugin -> {result.plugin}"))
+
+
+def _first_validation_error(err: Any) -> str:
+    first = err.errors()[0]
+    return f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}"
+
+
+# --------------------------------------------------------------------------- data
+@data_app.command("synth")
+def data_synth(
+    clean_dir: Annotated[Path, typer.Argument(help="Folder of clean photos.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="New dataset folder (pairs.csv, clean/, "
+                                                               "degraded/).")],
+    degradations: Annotated[str, typer.Option(help="Comma-separated, applied in order: haze, rain, snow, "
+                                                   "blur, lowlight, noise, jpeg.")],
+    per_image: Annotated[int, typer.Option(help="Degraded versions per clean photo.")] = 1,
+    strength: Annotated[float, typer.Option(help="Degradation strength multiplier.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a paired dataset (official CSV format) from clean photos with synthetic degradations."""
+    from rich.progress import Progress
+
+    with reported(as_json), Progress(disable=as_json, transient=True) as bar:
+        from plugins.data.pairs import make_paired_dataset, read_pairs
+
+        job = bar.add_task("degrading", total=None)
+        csv_path = make_paired_dataset(
+            clean_dir, output, [d.strip() for d in degradations.split(",") if d.strip()], seed=seed,
+            per_image=per_image, strength=strength,
+            progress=lambda done, total: bar.update(job, completed=done, total=total),
+        )
+        count = len(read_pairs(csv_path))
+    result = {"csv": str(csv_path), "pairs": count}
+    emit(result, as_json, lambda: typer.echo(f"{count} pairs -> {csv_path}"))
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,22 @@
+"""Where diffplugin keeps its files: one data folder, overridable for tests and portable installs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "DIFFPLUGIN_HOME"
+
+
+def data_dir() -> Path:
+    """`$DIFFPLUGIN_HOME`, else the platform's user data folder (e.g. ~/.local/share/diffplugin)."""
+    if env := os.environ.get(HOME_ENV):
+        return Path(env).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path("diffplugin", appauthor=False)
+
+
+def models_dir() -> Path:
+    """Base model and converted official plugins, as written by `diffplugin models pull`."""
+    return data_dir() / "models"

@@ -1,0 +1,1 @@
+"""Synthetic degradations and paired (clean, degraded) datasets in the Diff-Plugin CSV format."""

@@ -1,0 +1,292 @@
+"""DiffPluginPipeline: a frozen Stable Diffusion 1.x that restores photos through Task-Plugins (spec §6)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPImageProcessor, CLIPVisionModel
+
+from plugins.diffplugin.hardware import default_dtype, pick_device
+from plugins.diffplugin.plugin import TaskPlugin, check_compatible
+from plugins.diffplugin.scb import SCBNet
+
+DEFAULT_BASE = "CompVis/stable-diffusion-v1-4"
+DEFAULT_IMAGE_ENCODER = "openai/clip-vit-large-patch14"
+
+ResizeMode = Literal["min", "exact"]
+StepCallback = Callable[["DiffPluginPipeline", dict[str, Any]], None]
+
+
+@dataclass
+class DiffPluginPipelineOutput(BaseOutput):
+    """`images`: the restored photo(s), as PIL images, a numpy array or a tensor by `output_type`."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+class DiffPluginPipeline(DiffusionPipeline):
+    r"""Low-level photo restoration with one frozen Stable Diffusion 1.x and one or more Task-Plugins.
+
+    Each plugin's TPB turns CLIP patch tokens of the *original* photo into the prompt for every cross-attention;
+    its SCB turns the VAE latent of the photo being restored into residuals for the UNet's full-resolution skips.
+    No text and no classifier-free guidance are used. Plugins in a chain run one after another, each on the
+    previous one's output.
+
+    Args:
+        vae ([`AutoencoderKL`]), unet ([`UNet2DConditionModel`]): the frozen SD-1.x parts.
+        scheduler ([`SchedulerMixin`]): UniPC (the official choice) unless you pass another.
+        image_encoder ([`CLIPVisionModel`]) and feature_extractor ([`CLIPImageProcessor`]): CLIP ViT-L/14.
+
+    Example:
+        ```py
+        >>> pipe = DiffPluginPipeline.from_base("CompVis/stable-diffusion-v1-4", "openai/clip-vit-large-patch14")
+        >>> derain = TaskPlugin.from_pretrained("plugins/derain")
+        >>> out = pipe(photo, plugins=derain, generator=torch.Generator().manual_seed(42)).images[0]
+        ```
+    """
+
+    model_cpu_offload_seq = "image_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DConditionModel,
+        scheduler: SchedulerMixin,
+        image_encoder: CLIPVisionModel,
+        feature_extractor: CLIPImageProcessor,
+    ) -> None:
+        super().__init__()
+        self.register_modules(
+            vae=vae, unet=unet, scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_base(
+        cls,
+        base: str | Path = DEFAULT_BASE,
+        image_encoder: str | Path | None = DEFAULT_IMAGE_ENCODER,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> DiffPluginPipeline:
+        """Load the base model from a hub id or a local folder, on the best device unless told.
+
+        `base` is either a folder written by [`save_pretrained`] (it holds the image encoder, and
+        `image_encoder` is ignored) or any diffusers-format SD-1.x model (hub id or folder), combined with the
+        CLIP vision model `image_encoder`. The scheduler is always UniPC, configured from the base's schedule.
+        """
+        device = pick_device(device)
+        dtype = dtype or default_dtype(device)
+        if _is_complete_pipeline_folder(base):
+            pipe = cls.from_pretrained(base, dtype=dtype)
+        else:
+            if image_encoder is None:
+                raise ValueError(f"{base} holds no image encoder: pass the CLIP vision model as image_encoder.")
+            pipe = cls(
+                vae=AutoencoderKL.from_pretrained(base, subfolder="vae", dtype=dtype),
+                unet=UNet2DConditionModel.from_pretrained(base, subfolder="unet", dtype=dtype),
+                scheduler=UniPCMultistepScheduler.from_pretrained(base, subfolder="scheduler"),
+                image_encoder=CLIPVisionModel.from_pretrained(image_encoder, dtype=dtype),
+                feature_extractor=CLIPImageProcessor.from_pretrained(image_encoder),
+            )
+        if not isinstance(pipe.scheduler, UniPCMultistepScheduler):
+            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+        return pipe.to(device)
+
+    # ------------------------------------------------------------------ building blocks
+    def target_size(self, width: int, height: int, short_side: int | None, resize_mode: ResizeMode) -> tuple[int, int]:
+        """(width, height) to process at: short side scaled to `short_side` ('exact'), or up to it only ('min'),
+        then floored to multiples of the VAE factor."""
+        scale = 1.0
+        if short_side is not None:
+            scale = short_side / min(width, height)
+            if resize_mode == "min":
+                scale = max(scale, 1.0)
+        f = self.vae_scale_factor
+        w, h = round(width * scale) // f * f, round(height * scale) // f * f
+        if w < f or h < f:
+            raise ValueError(f"image {width}x{height} is too small to process (needs at least {f} px a side).")
+        return w, h
+
+    def encode_clip_tokens(self, image: PIL.Image.Image) -> torch.Tensor:
+        """CLIP last-layer patch tokens of `image` (CLS dropped): [1, N, hidden]."""
+        pixels = self.feature_extractor(images=image, return_tensors="pt").pixel_values
+        pixels = pixels.to(device=self._execution_device, dtype=self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=pixels).last_hidden_state[:, 1:]
+
+    def encode_condition(self, image: torch.Tensor) -> torch.Tensor:
+        """Scaled VAE posterior mean of `image` ([-1, 1], [B, 3, H, W]): the SCB's condition."""
+        image = image.to(device=self._execution_device, dtype=self.vae.dtype)
+        return self.vae.encode(image).latent_dist.mean * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+    def restore_latents(
+        self,
+        plugin: TaskPlugin,
+        image: torch.Tensor,
+        clip_tokens: torch.Tensor,
+        num_inference_steps: int,
+        generator: torch.Generator | None = None,
+        conditioning_scale: float = 1.0,
+        callback: StepCallback | None = None,
+        plugin_index: int = 0,
+    ) -> torch.Tensor:
+        """Run one plugin's denoising loop on `image` ([-1, 1]); returns the final latents."""
+        device, dtype = self._execution_device, self.unet.dtype
+        plugin.to(device=device, dtype=dtype)
+        prompt = plugin.tpb(clip_tokens.to(dtype))
+        cond = self.encode_condition(image)
+        noise = randn_tensor(cond.shape, generator=generator, device=device, dtype=dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        pure_noise = plugin.settings.start == "noise"
+        latents = noise * self.scheduler.init_noise_sigma
+
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            if not pure_noise and t >= plugin.settings.time_threshold:
+                latents = self.scheduler.add_noise(cond, noise, t.reshape(1))
+            noise_pred = predict_noise(self.unet, plugin.scb, self.scheduler.scale_model_input(latents, t), t,
+                                       prompt, cond, conditioning_scale)
+            latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+            if callback is not None:
+                callback(self, {"plugin_index": plugin_index, "task": plugin.task, "step": i,
+                                "num_steps": len(timesteps), "timestep": int(t), "latents": latents})
+        return latents
+
+    def check_inputs(self, image: Any, plugins: Sequence[TaskPlugin], num_inference_steps: int | None,
+                     chain_num_inference_steps: int, output_size: str) -> None:
+        if not isinstance(image, (PIL.Image.Image, np.ndarray)):
+            raise TypeError(f"image must be a PIL image or an HxWx3 numpy array, not {type(image).__name__}.")
+        if not plugins:
+            raise ValueError("plugins is empty: pass at least one TaskPlugin.")
+        for plugin in plugins:
+            if not isinstance(plugin, TaskPlugin):
+                raise TypeError(f"plugins must hold TaskPlugin objects, not {type(plugin).__name__}.")
+            check_compatible(plugin, self.unet, self.image_encoder)
+        if num_inference_steps is not None and num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        if chain_num_inference_steps < 1:
+            raise ValueError(f"chain_num_inference_steps must be >= 1, got {chain_num_inference_steps}.")
+        if output_size not in ("input", "processed"):
+            raise ValueError(f"output_size must be 'input' or 'processed', got {output_size!r}.")
+
+    # ------------------------------------------------------------------ entry point
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | np.ndarray,
+        plugins: TaskPlugin | Sequence[TaskPlugin],
+        num_inference_steps: int | None = None,
+        chain_num_inference_steps: int = 3,
+        generator: torch.Generator | None = None,
+        short_side: int | None = 512,
+        resize_mode: ResizeMode = "min",
+        output_size: Literal["input", "processed"] = "input",
+        conditioning_scale: float = 1.0,
+        output_type: Literal["pil", "np", "pt"] = "pil",
+        callback: StepCallback | None = None,
+        return_dict: bool = True,
+    ) -> DiffPluginPipelineOutput | tuple:
+        r"""Restore `image` with `plugins`, in the order given.
+
+        Args:
+            image (`PIL.Image.Image` or `np.ndarray`): The photo (RGB).
+            plugins ([`TaskPlugin`] or a sequence of them): Run in this order, each on the previous output.
+            num_inference_steps (`int`, *optional*): Steps for the first plugin; defaults to its own setting (20).
+            chain_num_inference_steps (`int`, *optional*, defaults to 3): Steps for every later plugin.
+            generator (`torch.Generator`, *optional*): Makes the result reproducible.
+            short_side (`int`, *optional*, defaults to 512): Process with the short side at least this
+                (`resize_mode="min"`) or exactly this (`"exact"`); `None` keeps the size.
+            output_size (`str`, *optional*, defaults to `"input"`): Return at the photo's own size (`"input"`)
+                or at the processed size (`"processed"`, as the official code does).
+            conditioning_scale (`float`, *optional*, defaults to 1.0): Multiplier on the SCB residuals.
+            output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
+            callback (`Callable`, *optional*): Called after every denoising step with the pipeline and a dict
+                (`plugin_index`, `task`, `step`, `num_steps`, `timestep`, `latents`).
+        """
+        # 1. Check inputs
+        plugins = [plugins] if isinstance(plugins, TaskPlugin) else list(plugins)
+        self.check_inputs(image, plugins, num_inference_steps, chain_num_inference_steps, output_size)
+        if isinstance(image, np.ndarray):
+            image = PIL.Image.fromarray(image)
+        image = image.convert("RGB")
+
+        # 2. CLIP tokens of the original photo, shared by every plugin of the chain (as the official chain does)
+        clip_tokens = self.encode_clip_tokens(image)
+
+        # 3. Resize and normalise the photo
+        width, height = self.target_size(*image.size, short_side, resize_mode)
+        current = self.image_processor.preprocess(image, height=height, width=width)
+
+        # 4. Run each plugin on the previous output
+        for index, plugin in enumerate(plugins):
+            steps = (num_inference_steps or plugin.settings.num_inference_steps) if index == 0 \
+                else chain_num_inference_steps
+            latents = self.restore_latents(plugin, current, clip_tokens, steps, generator, conditioning_scale,
+                                           callback, index)
+            current = self.decode(latents)
+
+        # 5. Back to the photo's size and to the requested type
+        if output_size == "input" and current.shape[-2:] != (image.height, image.width):
+            current = F.interpolate(current.float(), size=(image.height, image.width), mode="bicubic",
+                                    antialias=True, align_corners=False).clamp(-1, 1)
+        images = self.image_processor.postprocess(current, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return DiffPluginPipelineOutput(images=images)
+
+
+def count_skips(unet: UNet2DConditionModel) -> int:
+    """How many skip tensors the UNet's encoder keeps (12 for SD-1.x)."""
+    count = 1  # conv_in
+    for block in unet.down_blocks:
+        count += len(block.resnets) + len(block.downsamplers or [])
+    return count
+
+
+def predict_noise(
+    unet: UNet2DConditionModel,
+    scb: SCBNet,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    prompt: torch.Tensor,
+    cond: torch.Tensor,
+    conditioning_scale: float = 1.0,
+) -> torch.Tensor:
+    """One denoiser call of a Task-Plugin: SCB residuals into the UNet's first skips, the prompt into every
+    cross-attention. Shared by inference and training."""
+    residuals = scb(cond, timestep, prompt, conditioning_scale=conditioning_scale).down_block_res_samples
+    # Scalar zeros for the other skips and the mid block keep diffusers (>= 0.19) on its ControlNet path.
+    zero = torch.zeros((), device=latents.device, dtype=residuals[0].dtype)
+    padding = (zero,) * (count_skips(unet) - len(residuals))
+    return unet(
+        latents,
+        timestep,
+        encoder_hidden_states=prompt,
+        down_block_additional_residuals=residuals + padding,
+        mid_block_additional_residual=zero,
+    ).sample
+
+
+def _is_complete_pipeline_folder(base: str | Path) -> bool:
+    index = Path(base) / "model_index.json"
+    return index.is_file() and "image_encoder" in json.loads(index.read_text())

@@ -1,0 +1,151 @@
+"""A Task-Plugin on disk and in memory: a TPB, an SCB and the settings that say how to run them.
+
+Folder layout (what `save_pretrained` writes and `from_pretrained` reads)::
+
+    <plugin>/plugin.json                               task, start mode, default steps
+    <plugin>/tpb/config.json                           TPBNet config
+    <plugin>/tpb/diffusion_pytorch_model.safetensors   official tensor names (visual_projection.*)
+    <plugin>/scb/config.json                           SCBNet config
+    <plugin>/scb/diffusion_pytorch_model.safetensors   official tensor names (controlnet_*, down_blocks.0.*, ...)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from plugins.diffplugin.scb import SCBNet
+from plugins.diffplugin.tpb import TPBNet
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPVisionModel
+
+SETTINGS_FILE = "plugin.json"
+TPB_FOLDER = "tpb"
+SCB_FOLDER = "scb"
+
+#: The official tasks that start denoising from pure noise instead of the noised input (spec §6).
+PURE_NOISE_TASKS = frozenset({"lowlight", "highlight"})
+
+StartMode = Literal["noised-input", "noise"]
+
+
+class PluginSettings(BaseModel):
+    """How a plugin is run. Stored as `plugin.json` beside the weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="Task id, e.g. 'derain'.", min_length=1)
+    start: StartMode = Field(
+        "noised-input",
+        description="'noised-input': the start latent is the noised degraded latent (t >= time_threshold); "
+        "'noise': start from pure noise (lowlight, highlight).",
+    )
+    num_inference_steps: int = Field(20, ge=1, description="Denoising steps when the plugin runs first.")
+    time_threshold: int = Field(960, ge=0, description="Timesteps at or above this start from the noised input.")
+
+    @classmethod
+    def for_task(cls, task: str) -> PluginSettings:
+        return cls(task=task, start="noise" if task in PURE_NOISE_TASKS else "noised-input")
+
+
+class TaskPlugin:
+    """One Diff-Plugin Task-Plugin: `tpb`, `scb` and `settings`."""
+
+    def __init__(self, tpb: TPBNet, scb: SCBNet, settings: PluginSettings) -> None:
+        self.tpb = tpb
+        self.scb = scb
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"TaskPlugin(task={self.task!r}, start={self.settings.start!r}, params={self.num_parameters():,})"
+
+    @property
+    def task(self) -> str:
+        return self.settings.task
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for m in (self.tpb, self.scb) for p in m.parameters())
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TaskPlugin:
+        """Move both branches; a no-op when they are already there (diffusers warns on every dtype cast)."""
+        for module in (self.tpb, self.scb):
+            if device is not None and module.device != torch.device(device):
+                module.to(device=device)
+            if dtype is not None and module.dtype != dtype:
+                module.to(dtype=dtype)
+        return self
+
+    @classmethod
+    def for_base(
+        cls, unet: UNet2DConditionModel, image_encoder: CLIPVisionModel, task: str, seed: int | None = None
+    ) -> TaskPlugin:
+        """A new, untrained plugin whose shapes fit `unet` and `image_encoder` (zero-initialised output convs)."""
+        heads = unet.config.attention_head_dim
+        heads = heads[0] if isinstance(heads, (list, tuple)) else heads
+        if seed is not None:
+            torch.manual_seed(seed)
+        tpb = TPBNet(
+            clip_v_dim=image_encoder.config.hidden_size, cross_attention_dim=unet.config.cross_attention_dim
+        )
+        scb = SCBNet(
+            in_channels=unet.config.in_channels,
+            block_out_channels=(unet.config.block_out_channels[0],),
+            layers_per_block=unet.config.layers_per_block,
+            cross_attention_dim=unet.config.cross_attention_dim,
+            attention_head_dim=heads,
+            norm_num_groups=unet.config.norm_num_groups,
+            norm_eps=unet.config.norm_eps,
+        )
+        return cls(tpb, scb, PluginSettings.for_task(task))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> TaskPlugin:
+        path = Path(path)
+        settings_file = path / SETTINGS_FILE
+        if not settings_file.is_file():
+            raise FileNotFoundError(
+                f"{path} is not a Task-Plugin folder: {SETTINGS_FILE} is missing. Official releases must be "
+                "converted first: `diffplugin models convert OFFICIAL_DIR -o OUT`."
+            )
+        settings = PluginSettings.model_validate_json(settings_file.read_text())
+        tpb = TPBNet.from_pretrained(path / TPB_FOLDER, dtype=dtype)
+        scb = SCBNet.from_pretrained(path / SCB_FOLDER, dtype=dtype)
+        return cls(tpb, scb, settings)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tpb.save_pretrained(path / TPB_FOLDER, safe_serialization=True)
+        self.scb.save_pretrained(path / SCB_FOLDER, safe_serialization=True)
+        (path / SETTINGS_FILE).write_text(json.dumps(self.settings.model_dump(), indent=2) + "\n")
+        return path
+
+
+def check_compatible(plugin: TaskPlugin, unet: UNet2DConditionModel, image_encoder: CLIPVisionModel) -> None:
+    """Raise a ValueError that names the mismatch when `plugin` cannot run on this base model."""
+    problems = []
+    tpb, scb = plugin.tpb.config, plugin.scb.config
+    if tpb.clip_v_dim != image_encoder.config.hidden_size:
+        problems.append(f"TPB expects {tpb.clip_v_dim}-d CLIP tokens, the image encoder gives "
+                        f"{image_encoder.config.hidden_size}")
+    if tpb.cross_attention_dim != unet.config.cross_attention_dim:
+        problems.append(f"TPB prompt width {tpb.cross_attention_dim} != UNet cross_attention_dim "
+                        f"{unet.config.cross_attention_dim}")
+    if scb.cross_attention_dim != tpb.cross_attention_dim:
+        problems.append(f"SCB cross_attention_dim {scb.cross_attention_dim} != TPB width {tpb.cross_attention_dim}")
+    if scb.block_out_channels[0] != unet.config.block_out_channels[0]:
+        problems.append(f"SCB width {scb.block_out_channels[0]} != UNet first block width "
+                        f"{unet.config.block_out_channels[0]}")
+    if scb.layers_per_block != unet.config.layers_per_block:
+        problems.append(f"SCB gives {scb.layers_per_block + 1} residuals, the UNet has "
+                        f"{unet.config.layers_per_block + 1} full-resolution skips")
+    if scb.in_channels != unet.config.in_channels:
+        problems.append(f"SCB takes {scb.in_channels}-channel latents, the UNet {unet.config.in_channels}")
+    if problems:
+        raise ValueError(f"plugin '{plugin.task}' does not fit this base model: " + "; ".join(problems))

@@ -1,0 +1,120 @@
+"""`diffplugin models pull`: fetch the base model and the official plugins, and convert them.
+
+Everything after the download (loading, converting, writing the models folder) is the same code whether the
+sources are hub ids and URLs or local folders, so it is tested here on local folders.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from plugins.diffplugin.convert import SELECTOR_FILE, SELECTOR_FOLDER, ConvertedItem, convert_official
+from plugins.diffplugin.errors import PullError
+from plugins.diffplugin.pipeline import DEFAULT_BASE, DEFAULT_IMAGE_ENCODER, DiffPluginPipeline
+
+#: Where the official release keeps its weights (committed to the git repository itself, spec §3).
+OFFICIAL_URL = "https://github.com/yuhaoliu7456/Diff-Plugin/raw/main/pre-trained"
+OFFICIAL_TASKS = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face")
+OFFICIAL_TASK_FILES = ("scb/config.json", "scb/diffusion_pytorch_model.bin", "tpb.pt")
+
+BASE_FOLDER = "base"
+PLUGINS_FOLDER = "plugins"
+
+#: (what, bytes done, bytes total or None) -> None
+DownloadProgress = Callable[[str, int, int | None], None]
+
+
+class PullResult(BaseModel):
+    models_dir: str
+    base: str | None
+    plugins: list[ConvertedItem]
+
+
+def pull_base(base: str, image_encoder: str, out_dir: Path) -> Path:
+    """Load the base model (hub id or folder) on CPU in fp32 and save it as one self-contained folder."""
+    try:
+        pipe = DiffPluginPipeline.from_base(base, image_encoder, device="cpu", dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise PullError(
+            f"could not load the base model '{base}' with image encoder '{image_encoder}': "
+            f"{str(err).splitlines()[0]}\nIf this machine has no internet access, download both on one that "
+            "has (e.g. `hf download CompVis/stable-diffusion-v1-4` and `hf download openai/clip-vit-large-patch14`) "
+            "and pass their folders: --base DIR --image-encoder DIR."
+        ) from err
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def download_official(url: str, tasks: Sequence[str], dest: Path, progress: DownloadProgress | None = None) -> Path:
+    """Download the official files of `tasks` (and the selector) from `url` into `dest`, laid out as published."""
+    files = [f"{task}/{name}" for task in tasks for name in OFFICIAL_TASK_FILES]
+    files.append(f"{SELECTOR_FOLDER}/{SELECTOR_FILE}")
+    for relative in files:
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        address = f"{url.rstrip('/')}/{relative}"
+        try:
+            with urllib.request.urlopen(address, timeout=60) as response, target.open("wb") as out:
+                total = response.length
+                done = 0
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(relative, done, total)
+        except (urllib.error.URLError, OSError) as err:
+            raise PullError(
+                f"could not download {address}: {err}\nIf this machine has no internet access, clone "
+                "https://github.com/yuhaoliu7456/Diff-Plugin on one that has and pass its pre-trained/ folder: "
+                "--official DIR (or convert it directly: `diffplugin models convert DIR -o OUT`)."
+            ) from err
+    return dest
+
+
+def pull(
+    models_dir: str | Path,
+    base: str | None = DEFAULT_BASE,
+    image_encoder: str = DEFAULT_IMAGE_ENCODER,
+    official: str | None = OFFICIAL_URL,
+    tasks: Sequence[str] = OFFICIAL_TASKS,
+    overwrite: bool = False,
+    progress: DownloadProgress | None = None,
+) -> PullResult:
+    """Fetch and convert into `models_dir`: `base/` (a complete pipeline folder) and `plugins/<task>/`.
+
+    `base` and `image_encoder` are hub ids or folders (`base=None` skips the base model). `official` is the
+    URL of the release's `pre-trained/` folder or a local copy of it (`None` skips the plugins).
+    """
+    models_dir = Path(models_dir)
+    unknown = sorted(set(tasks) - set(OFFICIAL_TASKS))
+    if unknown:
+        raise PullError(f"unknown task(s) {', '.join(unknown)}; official tasks: {', '.join(OFFICIAL_TASKS)}.")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = pull_base(base, image_encoder, models_dir / BASE_FOLDER) if base else None
+
+    converted: list[ConvertedItem] = []
+    if official:
+        with tempfile.TemporaryDirectory(prefix="diffplugin-official-") as tmp:
+            source = Path(official)
+            if not source.exists():
+                source = download_official(official, tasks, Path(tmp), progress)
+            elif (source / "pre-trained").is_dir():  # a clone of the official repository
+                source = source / "pre-trained"
+            for task in tasks:
+                converted += convert_official(source / task, models_dir / PLUGINS_FOLDER / task, task, overwrite)
+            if (source / SELECTOR_FOLDER / SELECTOR_FILE).is_file():
+                converted += convert_official(source / SELECTOR_FOLDER, models_dir / SELECTOR_FOLDER,
+                                              overwrite=overwrite)
+    return PullResult(models_dir=str(models_dir), base=str(base_dir) if base_dir else None, plugins=converted)

@@ -1,0 +1,1 @@
+"""The plugin registry: manifests, installation, trust and search (see docs/architecture.md)."""

@@ -1,0 +1,142 @@
+"""DiffPluginPipeline on the tiny base: official inference semantics (spec §6), end to end on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from plugins.diffplugin.pipeline import predict_noise
+
+
+def run(pipe, photo, plugins, seed=0, **kwargs):
+    return pipe(photo, plugins, generator=torch.Generator().manual_seed(seed), short_side=64, **kwargs)
+
+
+def test_end_to_end_is_deterministic_and_keeps_the_photo_size(tiny_pipe, make_plugin, photo) -> None:
+    plugin = make_plugin()
+    first = np.asarray(run(tiny_pipe, photo, plugin).images[0])
+    again = np.asarray(run(tiny_pipe, photo, plugin).images[0])
+    other = np.asarray(run(tiny_pipe, photo, plugin, seed=1).images[0])
+    assert first.shape == (photo.height, photo.width, 3)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert tiny_pipe.unet.dtype == torch.float32  # fp32 on CPU
+
+
+def test_processed_size_upscales_short_side_and_floors_to_vae_multiple(tiny_pipe, make_plugin, photo) -> None:
+    assert tiny_pipe.target_size(80, 53, 64, "min") == (96, 64)
+    assert tiny_pipe.target_size(801, 600, 512, "min") == (800, 600)  # never downscaled in 'min' mode
+    assert tiny_pipe.target_size(800, 600, 512, "exact") == (682, 512)
+    out = run(tiny_pipe, photo, make_plugin(), output_size="processed", output_type="np").images
+    assert out.shape == (1, 64, 96, 3)
+
+
+def test_untrained_plugin_leaves_the_unet_output_unchanged(tiny_pipe, make_plugin) -> None:
+    plugin = make_plugin(trained_like=False)
+    latents, cond = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    prompt = plugin.tpb(torch.randn(1, 64, 32))
+    t = torch.tensor(500)
+    with torch.no_grad():
+        with_plugin = predict_noise(tiny_pipe.unet, plugin.scb, latents, t, prompt, cond)
+        bare = tiny_pipe.unet(latents, t, encoder_hidden_states=prompt).sample
+        trained = predict_noise(tiny_pipe.unet, make_plugin().scb, latents, t, prompt, cond)
+    assert torch.equal(with_plugin, bare)
+    assert not torch.allclose(trained, bare)
+
+
+class Recorder:
+    """Records what the SCB and the UNet receive at every denoising step."""
+
+    def __init__(self, pipe, plugin) -> None:
+        self.cond: list[torch.Tensor] = []
+        self.unet_latents: list[torch.Tensor] = []
+        self.handles = [
+            plugin.scb.register_forward_pre_hook(lambda m, args: self.cond.append(args[0].clone())),
+            pipe.unet.register_forward_pre_hook(lambda m, args: self.unet_latents.append(args[0].clone())),
+        ]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def test_scb_sees_only_the_degraded_latent_never_the_noisy_one(tiny_pipe, make_plugin, photo) -> None:
+    plugin = make_plugin()
+    with Recorder(tiny_pipe, plugin) as seen:
+        run(tiny_pipe, photo, plugin, num_inference_steps=5)
+    processed = tiny_pipe.image_processor.preprocess(photo, height=64, width=96)
+    expected = tiny_pipe.encode_condition(processed)
+    assert len(seen.cond) == 5
+    assert all(torch.allclose(c, expected, atol=1e-5) for c in seen.cond)
+    assert not torch.allclose(seen.unet_latents[0], seen.unet_latents[-1])
+
+
+@pytest.mark.parametrize("task", ["derain", "lowlight"])
+def test_start_latent_follows_the_plugins_start_mode(tiny_pipe, make_plugin, photo, task) -> None:
+    plugin = make_plugin(task)
+    with Recorder(tiny_pipe, plugin) as seen:
+        run(tiny_pipe, photo, plugin, seed=7)
+    noise = randn_tensor(seen.cond[0].shape, generator=torch.Generator().manual_seed(7))
+    if task == "lowlight":  # pure noise: the photo does not enter the start latent
+        expected = noise
+    else:  # the noised degraded latent at t=999
+        tiny_pipe.scheduler.set_timesteps(20)
+        expected = tiny_pipe.scheduler.add_noise(seen.cond[0], noise, torch.tensor([999]))
+    assert torch.allclose(seen.unet_latents[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("steps", "overwrites"), [(20, 1), (50, 2)])
+def test_noised_input_is_written_at_every_timestep_over_the_threshold(tiny_pipe, make_plugin, photo, monkeypatch,
+                                                                      steps, overwrites) -> None:
+    calls = []
+    original = tiny_pipe.scheduler.add_noise
+    monkeypatch.setattr(tiny_pipe.scheduler, "add_noise", lambda *a: calls.append(int(a[2])) or original(*a))
+    run(tiny_pipe, photo, make_plugin(), num_inference_steps=steps)
+    assert len(calls) == overwrites and all(t >= 960 for t in calls)
+
+
+def test_chain_runs_later_plugins_with_few_steps_on_the_previous_output(tiny_pipe, make_plugin, photo) -> None:
+    first, second = make_plugin("derain", seed=1), make_plugin("dehaze", seed=2)
+    clip_calls = []
+    handle = tiny_pipe.image_encoder.register_forward_hook(lambda *a: clip_calls.append(1))
+    try:
+        with Recorder(tiny_pipe, first) as seen_first, Recorder(tiny_pipe, second) as seen_second:
+            chained = run(tiny_pipe, photo, [first, second], output_type="np").images
+    finally:
+        handle.remove()
+    assert len(seen_first.cond) == 20 and len(seen_second.cond) == 3
+    assert len(clip_calls) == 1  # CLIP tokens of the original photo serve the whole chain
+    assert not torch.allclose(seen_first.cond[0], seen_second.cond[0])  # second plugin sees the first's output
+    single = run(tiny_pipe, photo, first, output_type="np").images
+    assert not np.allclose(chained, single)
+    with Recorder(tiny_pipe, second) as seen:
+        run(tiny_pipe, photo, [first, second], chain_num_inference_steps=5)
+    assert len(seen.cond) == 5
+
+
+def test_bad_inputs_are_named(tiny_pipe, make_plugin, photo) -> None:
+    from plugins.diffplugin.plugin import PluginSettings, TaskPlugin
+    from plugins.diffplugin.scb import SCBNet
+    from plugins.diffplugin.tpb import TPBNet
+
+    with pytest.raises(ValueError, match="plugins is empty"):
+        run(tiny_pipe, photo, [])
+    with pytest.raises(TypeError, match="PIL image"):
+        run(tiny_pipe, "photo.jpg", make_plugin())
+    full_size = TaskPlugin(TPBNet(), SCBNet(), PluginSettings(task="derain"))
+    with pytest.raises(ValueError, match="does not fit this base model: TPB expects 1024-d CLIP tokens"):
+        run(tiny_pipe, photo, full_size)
+    with pytest.raises(ValueError, match="chain_num_inference_steps"):
+        run(tiny_pipe, photo, make_plugin(), chain_num_inference_steps=0)
+
+
+def test_step_callback_reports_progress(tiny_pipe, make_plugin, photo) -> None:
+    events = []
+    run(tiny_pipe, photo, [make_plugin(), make_plugin("dehaze")], num_inference_steps=4,
+        callback=lambda pipe, info: events.append((info["plugin_index"], info["step"], info["num_steps"])))
+    assert events == [(0, i, 4) for i in range(4)] + [(1, i, 3) for i in range(3)]
