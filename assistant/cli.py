@@ -205,27 +205,32 @@ def apply(
     with reported(as_json):
         import PIL.Image
 
+        from assistant.paths import models_dir
+
         if not photo.is_file():
             raise CliError(f"{photo}: no such photo.")
         if output.resolve() == photo.resolve():
             raise CliError("the output would overwrite the photo; choose another --output.")
         if output.exists() and not overwrite:
             raise CliError(f"{output} exists; pass --overwrite to replace it.")
+        if output.suffix.lower() not in PIL.Image.registered_extensions():
+            raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         try:
             image = PIL.Image.open(photo)
             image.load()
         except (OSError, PIL.UnidentifiedImageError) as err:
             raise CliError(f"{photo}: not a readable image ({err}).") from err
+        if base is None:
+            base_dir = models_dir() / "base"
+            if not base_dir.is_dir():
+                raise CliError(f"no base model at {base_dir}: run `diffplugin models pull` or pass --base.")
+            base = str(base_dir)
 
         import torch
 
-        from assistant.paths import models_dir
         from plugins.diffplugin.pipeline import DiffPluginPipeline
         from plugins.diffplugin.plugin import TaskPlugin
 
-        base = base or str(models_dir() / "base")
-        if base == str(models_dir() / "base") and not Path(base).is_dir():
-            raise CliError(f"no base model at {base}: run `diffplugin models pull` or pass --base.")
         pipe = DiffPluginPipeline.from_base(base, image_encoder, device=device)
         pipe.set_progress_bar_config(disable=as_json)
         plugins = [TaskPlugin.from_pretrained(p) for p in plugin]

@@ -126,3 +126,11 @@ def test_synth_refuses_unknown_degradations(tmp_path: Path) -> None:
     PIL.Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "clean" / "a.png")
     result = invoke("data", "synth", tmp_path / "clean", "-o", tmp_path / "x", "--degradations", "fog")
     assert result.exit_code == 1 and "unknown degradation 'fog'" in result.stderr
+
+
+def test_apply_refuses_an_unknown_output_type_before_any_work(tiny_models: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "p.png"
+    PIL.Image.fromarray(photo_array("chelsea", 32)).save(photo)
+    result = invoke("apply", photo, "--base", tiny_models, "-p", tiny_models / "plugins" / "derain",
+                    "-o", tmp_path / "out.foo")
+    assert result.exit_code == 1 and "unknown image type '.foo'" in result.stderr

@@ -114,3 +114,19 @@ def test_loading_a_folder_that_is_not_a_plugin_says_what_to_do(tmp_path) -> None
 
     with pytest.raises(FileNotFoundError, match="models convert"):
         TaskPlugin.from_pretrained(tmp_path)
+
+
+def test_seeded_plugins_are_reproducible_and_leave_the_global_stream_alone(tiny_pipe) -> None:
+    from plugins.diffplugin.plugin import TaskPlugin
+
+    def build(seed=None):
+        return TaskPlugin.for_base(tiny_pipe.unet, tiny_pipe.image_encoder, "derain", seed=seed)
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = build(seed=5), build(seed=5)
+    assert torch.equal(torch.rand(1), expected_next)
+    assert torch.equal(a.tpb.visual_projection[0].weight, b.tpb.visual_projection[0].weight)
+    unseeded_1, unseeded_2 = build(), build()
+    assert not torch.equal(unseeded_1.tpb.visual_projection[0].weight, unseeded_2.tpb.visual_projection[0].weight)

@@ -88,8 +88,14 @@ class TaskPlugin:
         """A new, untrained plugin whose shapes fit `unet` and `image_encoder` (zero-initialised output convs)."""
         heads = unet.config.attention_head_dim
         heads = heads[0] if isinstance(heads, (list, tuple)) else heads
-        if seed is not None:
+        if seed is None:
+            return cls._build(unet, image_encoder, task, heads)
+        with torch.random.fork_rng(devices=[]):  # a seeded plugin must not disturb the caller's random stream
             torch.manual_seed(seed)
+            return cls._build(unet, image_encoder, task, heads)
+
+    @classmethod
+    def _build(cls, unet: UNet2DConditionModel, image_encoder: CLIPVisionModel, task: str, heads: int) -> TaskPlugin:
         tpb = TPBNet(
             clip_v_dim=image_encoder.config.hidden_size, cross_attention_dim=unet.config.cross_attention_dim
         )

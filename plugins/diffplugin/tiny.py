@@ -28,7 +28,15 @@ SD1_SCHEDULE = {
 
 def make_tiny_base(path: str | Path | None = None, seed: int = 0) -> DiffPluginPipeline:
     """Build a tiny random base pipeline (CPU, fp32); save it in diffusers layout under `path` if given."""
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's random stream
+        torch.manual_seed(seed)
+        pipe = _build()
+    if path is not None:
+        pipe.save_pretrained(path)
+    return pipe
+
+
+def _build() -> DiffPluginPipeline:
     width = 32
     unet = UNet2DConditionModel(
         sample_size=16,
@@ -57,13 +65,10 @@ def make_tiny_base(path: str | Path | None = None, seed: int = 0) -> DiffPluginP
                          image_size=32, patch_size=4, projection_dim=width)
     )
     feature_extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    pipe = DiffPluginPipeline(
+    return DiffPluginPipeline(
         vae=vae,
         unet=unet,
         scheduler=UniPCMultistepScheduler(**SD1_SCHEDULE),
         image_encoder=image_encoder,
         feature_extractor=feature_extractor,
     )
-    if path is not None:
-        pipe.save_pretrained(path)
-    return pipe
