@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,7 +122,8 @@ def models_pull(
     task: Annotated[list[str] | None, typer.Option("--task", help="Only these tasks (repeatable).")] = None,
     skip_base: Annotated[bool, typer.Option("--skip-base", help="Do not fetch the base model.")] = False,
     skip_plugins: Annotated[bool, typer.Option("--skip-plugins", help="Do not fetch the plugins.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace plugins that were pulled before.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Fetch again what was pulled before (by default it is kept).")]
+        = False,
     as_json: JsonOption = False,
 ) -> None:
     """Download the base model and the official plugins, and convert them for use.
@@ -152,6 +154,8 @@ def models_pull(
             typer.echo(f"base model -> {result.base}")
         for item in result.plugins:
             typer.echo(f"{item.kind} {item.name} -> {item.output}")
+        for path in result.kept:
+            typer.echo(f"kept {path} (already there; --overwrite fetches it again)")
         if result.plugins:
             typer.secho("note: the official Diff-Plugin weights are CC BY-NC-SA 4.0: non-commercial use only.",
                         fg=typer.colors.YELLOW)
@@ -206,20 +210,15 @@ def apply(
         import PIL.Image
 
         from assistant.paths import models_dir
+        from plugins.data.photos import load_photo
 
-        if not photo.is_file():
-            raise CliError(f"{photo}: no such photo.")
         if output.resolve() == photo.resolve():
             raise CliError("the output would overwrite the photo; choose another --output.")
         if output.exists() and not overwrite:
             raise CliError(f"{output} exists; pass --overwrite to replace it.")
         if output.suffix.lower() not in PIL.Image.registered_extensions():
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
-        try:
-            image = PIL.Image.open(photo)
-            image.load()
-        except (OSError, PIL.UnidentifiedImageError) as err:
-            raise CliError(f"{photo}: not a readable image ({err}).") from err
+        image = load_photo(photo)
         if base is None:
             base_dir = models_dir() / "base"
             if not base_dir.is_dir():
@@ -233,7 +232,7 @@ def apply(
 
         pipe = DiffPluginPipeline.from_base(base, image_encoder, device=device)
         pipe.set_progress_bar_config(disable=as_json)
-        plugins = [TaskPlugin.from_pretrained(p) for p in plugin]
+        plugins = [TaskPlugin.from_pretrained(p, dtype=pipe.unet.dtype) for p in plugin]
         result = pipe(image, plugins, num_inference_steps=steps, chain_num_inference_steps=chain_steps,
                       generator=torch.Generator().manual_seed(seed), short_side=short_side).images[0]
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +260,8 @@ def train_plugin_command(
     learning_rate: Annotated[float, typer.Option(help="Base LR (scaled by the total batch unless --no-scale-lr).")]
         = 1e-5,
     scale_lr: Annotated[bool, typer.Option(help="Scale the LR by batch x accumulation x processes.")] = True,
-    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16.")] = "no",
+    mixed_precision: Annotated[str | None, typer.Option(help="no, fp16 or bf16 (default: as `accelerate config` "
+                                                             "or the launcher set it).")] = None,
     checkpointing_steps: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 500,
     checkpoints_total_limit: Annotated[int | None, typer.Option(help="Keep at most N checkpoints.")] = None,
     validation_steps: Annotated[int, typer.Option(help="Validation loss and images every N steps.")] = 500,
@@ -289,6 +289,8 @@ def train_plugin_command(
         except ValidationError as err:
             raise CliError(_first_validation_error(err)) from None
         result = train_plugin(config, progress=not as_json)
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, one report is enough
+        return
     emit(result, as_json, lambda: typer.echo(f"trained {result.global_step} steps, last loss "
                                              f"{result.last_loss:.4f}; plugin -> {result.plugin}"))
 

@@ -32,6 +32,40 @@ OFFICIAL_SCB_CONFIG_EXTRAS = {
 }
 
 
+# pre-trained/lowlight/scb/config.json as published (no _class_name; the unused extra keys).
+OFFICIAL_LOWLIGHT_SCB_CONFIG = {
+    "_diffusers_version": "0.17.1",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320],
+    "class_embed_type": None,
+    "concat_input": False,
+    "conditioning_embedding_out_channels": [16, 32, 96, 256],
+    "controlnet_conditioning_channel_order": "rgb",
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "enable_mask": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "global_pool_conditions": False,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "projection_class_embeddings_input_dim": None,
+    "resnet_time_scale_shift": "default",
+    "upcast_attention": False,
+    "use_linear_projection": False,
+    "use_vae_conditioning": True,
+    "vae_cond_in_channels": 4,
+    "way_to_concat": "cat",
+}
+
+
 def write_official_task(folder: Path, plugin: TaskPlugin, module_prefix: bool = False) -> Path:
     """`folder/scb/{config.json, diffusion_pytorch_model.bin}` and `folder/tpb.pt` (`{'model': state_dict}`)."""
     (folder / "scb").mkdir(parents=True, exist_ok=True)

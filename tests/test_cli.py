@@ -134,3 +134,15 @@ def test_apply_refuses_an_unknown_output_type_before_any_work(tiny_models: Path,
     result = invoke("apply", photo, "--base", tiny_models, "-p", tiny_models / "plugins" / "derain",
                     "-o", tmp_path / "out.foo")
     assert result.exit_code == 1 and "unknown image type '.foo'" in result.stderr
+
+
+def test_apply_turns_phone_photos_upright(tiny_models: Path, tmp_path: Path) -> None:
+    """A JPEG stored landscape with EXIF orientation 6 (rotate 90°) is shown, and returned, as portrait."""
+    photo = tmp_path / "phone.jpg"
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    PIL.Image.fromarray(photo_array("chelsea", 64)).save(photo, exif=exif)
+    out = tmp_path / "upright.png"
+    data = as_json(invoke("apply", photo, "--base", tiny_models, "-p", tiny_models / "plugins" / "derain",
+                          "--steps", "1", "--short-side", "32", "-o", out, "--json"))
+    assert data["size"] == [43, 64]

@@ -115,10 +115,60 @@ def test_unsupported_config_and_missing_files_are_clear(tmp_path) -> None:
 def test_existing_output_is_kept_unless_overwrite(tmp_path) -> None:
     source = write_official_task(tmp_path / "derain", tiny_official_plugin("derain", 0))
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    convert_official(source, out)
+    (out / "note.txt").write_text("old")
     with pytest.raises(FileExistsError, match="overwrite"):
         convert_official(source, out)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "note.txt").read_text() == "old"
     convert_official(source, out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "plugin.json").is_file()
+    assert not (out / "note.txt").exists() and (out / "plugin.json").is_file()
+
+
+def test_overwrite_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch) -> None:
+    release = tmp_path / "pre-trained"
+    source = write_official_task(release / "derain", tiny_official_plugin("derain", 0))
+    write_official_task(release / "dehaze", tiny_official_plugin("dehaze", 1))
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+
+    with pytest.raises(FileExistsError, match="does not look like a converted plugin folder"):
+        convert_official(source, mine, overwrite=True)
+    for dangerous in (release, source, tmp_path):
+        with pytest.raises(ConversionError, match="must be a new folder"):
+            convert_official(source, dangerous, overwrite=True)
+    monkeypatch.chdir(mine)
+    with pytest.raises(ConversionError, match="current folder"):
+        convert_official(source, mine, overwrite=True)
+    assert (mine / "holiday.jpg").read_bytes() == b"precious"
+    assert (release / "dehaze" / "tpb.pt").is_file()
+
+
+@pytest.mark.parametrize(("key", "value"), [("global_pool_conditions", True), ("class_embed_type", "timestep")])
+def test_controlnet_keys_that_change_the_model_are_refused(tmp_path, key, value) -> None:
+    source = write_official_task(tmp_path / "derain", tiny_official_plugin("derain", 0))
+    config = json.loads((source / "scb" / "config.json").read_text())
+    (source / "scb" / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(ConversionError, match=key):
+        convert_official(source, tmp_path / "out")
+
+
+def test_the_published_lowlight_config_builds_the_full_size_scb(tmp_path) -> None:
+    from tests.official_format import OFFICIAL_LOWLIGHT_SCB_CONFIG
+
+    scb_dir = tmp_path / "lowlight" / "scb"
+    scb_dir.mkdir(parents=True)
+    (scb_dir / "config.json").write_text(json.dumps(OFFICIAL_LOWLIGHT_SCB_CONFIG))
+    scb = randomize(SCBNet(), 4)
+    torch.save(scb.state_dict(), scb_dir / "diffusion_pytorch_model.bin")
+    torch.save({"model": randomize(TPBNet(), 5).state_dict()}, tmp_path / "lowlight" / "tpb.pt")
+
+    [item] = convert_official(tmp_path / "lowlight", tmp_path / "out")
+
+    assert item.parameters == 14_863_616
+    assert item.ignored_config_keys == sorted([
+        "class_embed_type", "concat_input", "conditioning_embedding_out_channels",
+        "controlnet_conditioning_channel_order", "downsample_padding", "enable_mask", "global_pool_conditions",
+        "mid_block_scale_factor", "num_class_embeds", "projection_class_embeddings_input_dim",
+        "resnet_time_scale_shift", "use_vae_conditioning", "vae_cond_in_channels", "way_to_concat"])
+    assert TaskPlugin.from_pretrained(tmp_path / "out").settings.start == "noise"

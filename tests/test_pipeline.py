@@ -140,3 +140,48 @@ def test_step_callback_reports_progress(tiny_pipe, make_plugin, photo) -> None:
     run(tiny_pipe, photo, [make_plugin(), make_plugin("dehaze")], num_inference_steps=4,
         callback=lambda pipe, info: events.append((info["plugin_index"], info["step"], info["num_steps"])))
     assert events == [(0, i, 4) for i in range(4)] + [(1, i, 3) for i in range(3)]
+
+
+def test_residuals_reach_only_the_last_up_block(tiny_pipe, make_plugin) -> None:
+    """SCB residuals go to skips 0-2, which only the decoder's last (full-resolution) up block reads."""
+    latents, cond = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    prompt, t = torch.randn(1, 64, 32), torch.tensor(500)
+    outputs: list[list[torch.Tensor]] = []
+
+    def run_with(scb) -> None:
+        seen: list[torch.Tensor] = []
+        hooks = [b.register_forward_hook(lambda m, a, out: seen.append(out.clone())) for b in tiny_pipe.unet.up_blocks]
+        with torch.no_grad():
+            predict_noise(tiny_pipe.unet, scb, latents, t, prompt, cond)
+        for hook in hooks:
+            hook.remove()
+        outputs.append(seen)
+
+    run_with(make_plugin(trained_like=False).scb)
+    run_with(make_plugin(trained_like=True).scb)
+    untrained, trained = outputs
+    assert all(torch.equal(a, b) for a, b in zip(untrained[:-1], trained[:-1], strict=True))
+    assert not torch.allclose(untrained[-1], trained[-1])
+
+
+def test_noised_start_latent_has_the_sd_schedule_weights(tiny_pipe) -> None:
+    """At t=999 the start latent is sqrt(alpha_bar)*z + sqrt(1-alpha_bar)*eps = 0.0683 z + 0.9977 eps (spec §6)."""
+    tiny_pipe.scheduler.set_timesteps(20)
+    assert tiny_pipe.scheduler.timesteps[:3].tolist() == [999, 949, 899]
+    z, eps = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    assert tiny_pipe.scheduler.add_noise(z, eps, torch.tensor([999])).flatten()[0].item() == pytest.approx(0.0683,
+                                                                                                         abs=1e-4)
+    assert tiny_pipe.scheduler.add_noise(eps, z, torch.tensor([999])).flatten()[0].item() == pytest.approx(0.9977,
+                                                                                                         abs=1e-4)
+    tiny_pipe.scheduler.set_timesteps(3)
+    assert tiny_pipe.scheduler.timesteps.tolist() == [999, 666, 333]
+
+
+def test_half_precision_unet_with_an_fp32_vae(tiny_base_dir, make_plugin, photo) -> None:
+    from plugins.diffplugin.pipeline import DiffPluginPipeline
+
+    pipe = DiffPluginPipeline.from_base(tiny_base_dir, device="cpu", dtype=torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.vae.to(torch.float32)
+    out = run(pipe, photo, [make_plugin(), make_plugin("lowlight")], num_inference_steps=2, output_type="np")
+    assert np.isfinite(out.images).all() and out.images.shape == (1, photo.height, photo.width, 3)

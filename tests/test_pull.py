@@ -60,3 +60,23 @@ def test_pull_from_local_folders_gives_a_ready_models_folder(tmp_path, tiny_base
 def test_unknown_task_is_named(tmp_path) -> None:
     with pytest.raises(PullError, match=r"unknown task.*derainn"):
         pull(tmp_path, base=None, tasks=["derainn"])
+
+
+def test_a_second_pull_keeps_what_is_there(tmp_path, tiny_base_dir, tiny_pipe) -> None:
+    clone = tmp_path / "pre-trained"
+    write_official_task(clone / "derain", TaskPlugin.for_base(tiny_pipe.unet, tiny_pipe.image_encoder, "derain"))
+    first = pull(tmp_path / "models", base=str(tiny_base_dir), official=str(clone), tasks=["derain"])
+    marker = tmp_path / "models" / "plugins" / "derain" / "note.txt"
+    marker.write_text("still here")
+    again = pull(tmp_path / "models", base=str(tiny_base_dir), official=str(clone), tasks=["derain"])
+    assert first.plugins and not again.plugins
+    assert again.kept == [str(tmp_path / "models" / "base"), str(tmp_path / "models" / "plugins" / "derain")]
+    assert marker.read_text() == "still here"
+    forced = pull(tmp_path / "models", base=None, official=str(clone), tasks=["derain"], overwrite=True)
+    assert [i.name for i in forced.plugins] == ["derain"] and not marker.exists()
+
+
+def test_a_mistyped_official_folder_is_named_before_any_work(tmp_path) -> None:
+    with pytest.raises(PullError, match="neither an existing folder nor an http"):
+        pull(tmp_path / "models", official="./Diff-Plugin-typo")
+    assert not (tmp_path / "models").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -15,6 +16,15 @@ from plugins.data.pairs import make_paired_dataset
 from plugins.diffplugin.plugin import TaskPlugin
 from plugins.diffplugin.train import PairedImageDataset, TrainConfig, evaluate_loss, train_plugin
 from tests.conftest import photo_array
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """accelerate keeps one process-wide state; reset it between runs as accelerate's own test case does."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +105,25 @@ def test_bad_training_data_is_reported(tiny_pipe, tmp_path) -> None:
     bad.write_text("clean,degraded\na.png,b.png\n")
     with pytest.raises(ValueError, match="conditioning_image"):
         train_plugin(config(bad, tmp_path / "out"), pipe=tiny_pipe, progress=False)
+
+
+def test_bf16_mixed_precision_trains_and_keeps_fp32_weights(tiny_base_dir, rain_pairs, tmp_path) -> None:
+    from plugins.diffplugin.pipeline import DiffPluginPipeline
+
+    pipe = DiffPluginPipeline.from_base(tiny_base_dir, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    result = train_plugin(config(rain_pairs, tmp_path, max_train_steps=3, mixed_precision="bf16",
+                                 gradient_accumulation_steps=2, validation_steps=3, num_validation_images=1),
+                          pipe=pipe, progress=False)
+    assert result.global_step == 3 and np.isfinite(result.last_loss) and np.isfinite(result.validation_losses[3])
+    trained = TaskPlugin.from_pretrained(result.plugin)
+    assert trained.scb.dtype == torch.float32 and trained.tpb.dtype == torch.float32
+
+
+def test_a_new_run_refuses_an_output_folder_that_holds_another_run(tiny_pipe, rain_pairs, tmp_path) -> None:
+    train_plugin(config(rain_pairs, tmp_path, max_train_steps=1), pipe=tiny_pipe, progress=False)
+    with pytest.raises(FileExistsError, match="--resume latest"):
+        train_plugin(config(rain_pairs, tmp_path, max_train_steps=2), pipe=tiny_pipe, progress=False)
+    resumed = train_plugin(config(rain_pairs, tmp_path, max_train_steps=2, resume_from_checkpoint="latest"),
+                           pipe=tiny_pipe, progress=False)
+    assert resumed.global_step == 2

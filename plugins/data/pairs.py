@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from plugins.data.degradations import degrade, validate_names
+from plugins.data.photos import load_photo
 
 CLEAN_COLUMN = "image"
 DEGRADED_COLUMN = "conditioning_image"
@@ -208,11 +209,7 @@ def _output_stems(images: list[Path]) -> list[str]:
 def _degraded_versions(
     source: Path, names: list[str], seed: int, per_image: int, strength: float
 ) -> Iterable[Image.Image]:
-    try:
-        with Image.open(source) as opened:
-            image = opened.convert("RGB")
-    except OSError as error:
-        raise ValueError(f"{source}: cannot read it as an image ({error})") from error
+    image = load_photo(source)  # upright, like every loader of these pairs (the clean copy keeps its EXIF tag)
     for k in range(per_image):
         yield degrade(image, names, seed=_derived_seed(seed, source.name, k), strength=strength)
 

@@ -17,13 +17,14 @@ import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 
 from plugins.diffplugin.errors import ConversionError
-from plugins.diffplugin.plugin import PluginSettings, TaskPlugin
+from plugins.diffplugin.plugin import SETTINGS_FILE, PluginSettings, TaskPlugin
 from plugins.diffplugin.scb import SCBNet
 from plugins.diffplugin.selector import SelectorHeads
 from plugins.diffplugin.tpb import TPBNet
@@ -32,6 +33,16 @@ SELECTOR_FOLDER = "plugin_selector"
 SELECTOR_FILE = "PromptTunner.pt"
 SCB_WEIGHT_FILES = ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors")
 _CONFIG_BOOKKEEPING = {"_class_name", "_diffusers_version", "_name_or_path"}
+#: ControlNet keys the official configs carry unused; a value other than these would describe another model.
+_MUST_BE_UNUSED = {
+    "global_pool_conditions": False,
+    "class_embed_type": None,
+    "num_class_embeds": None,
+    "projection_class_embeddings_input_dim": None,
+    "resnet_time_scale_shift": "default",
+    "concat_input": False,
+    "enable_mask": False,
+}
 
 
 class ConvertedItem(BaseModel):
@@ -90,6 +101,10 @@ def read_scb(scb_dir: Path) -> tuple[SCBNet, list[str]]:
     config = json.loads(config_file.read_text())
     known = set(inspect.signature(SCBNet.__init__).parameters) - {"self"}
     ignored = sorted(set(config) - known - _CONFIG_BOOKKEEPING)
+    changed = [f"{k}={config[k]!r}" for k, unused in _MUST_BE_UNUSED.items() if config.get(k, unused) != unused]
+    if changed:
+        raise ConversionError(f"{config_file}: unsupported SCB configuration: {', '.join(changed)} (the official "
+                              "plugins leave these unused).")
     try:
         scb = SCBNet(**{k: v for k, v in config.items() if k in known})
     except (TypeError, ValueError) as err:
@@ -138,10 +153,24 @@ def _count(module: torch.nn.Module) -> tuple[int, int]:
     return len(state), sum(v.numel() for v in state.values())
 
 
-def _write_atomically(out_dir: Path, write: callable, overwrite: bool) -> None:
-    """Write into a sibling temp folder, then move it into place, so a failure leaves nothing half-written."""
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+def _check_replaceable(out_dir: Path, source: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but a folder this converter wrote, and never the source or a folder above it."""
+    target = out_dir.resolve()
+    if source.resolve().is_relative_to(target) or Path.cwd().resolve().is_relative_to(target):
+        raise ConversionError(f"{out_dir}: the output must be a new folder, not the source, the current folder or "
+                              "a folder that contains them.")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    if not any((out_dir / marker).is_file() for marker in (SETTINGS_FILE, "config.json")):
+        raise FileExistsError(f"{out_dir} does not look like a converted plugin folder; refusing to replace it even "
+                              "with --overwrite. Choose a new output folder.")
+
+
+def _write_atomically(out_dir: Path, write: Callable[[Path], object], source: Path, overwrite: bool) -> None:
+    """Write into a sibling temp folder, then move it into place, so a failure leaves nothing half-written."""
+    _check_replaceable(out_dir, source, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -161,7 +190,7 @@ def convert_official_plugin(task_dir: str | Path, out_dir: str | Path, task: str
     scb, ignored = read_scb(task_dir / "scb")
     tpb, stripped = read_tpb(task_dir / "tpb.pt")
     plugin = TaskPlugin(tpb, scb, PluginSettings.for_task(task))
-    _write_atomically(out_dir, plugin.save_pretrained, overwrite)
+    _write_atomically(out_dir, plugin.save_pretrained, task_dir, overwrite)
     tensors_tpb, params_tpb = _count(tpb)
     tensors_scb, params_scb = _count(scb)
     return ConvertedItem(kind="plugin", name=task, source=str(task_dir), output=str(out_dir),
@@ -175,7 +204,7 @@ def convert_official_selector(path: str | Path, out_dir: str | Path, overwrite: 
     if path.is_dir():
         path = path / SELECTOR_FILE
     heads, stripped = read_selector(path)
-    _write_atomically(out_dir, lambda d: heads.save_pretrained(d, safe_serialization=True), overwrite)
+    _write_atomically(out_dir, lambda d: heads.save_pretrained(d, safe_serialization=True), path, overwrite)
     tensors, params = _count(heads)
     return ConvertedItem(kind="selector", name=SELECTOR_FOLDER, source=str(path), output=str(out_dir),
                          tensors=tensors, parameters=params, stripped_module_prefix=stripped)

@@ -104,8 +104,9 @@ class DiffPluginPipeline(DiffusionPipeline):
                 image_encoder=CLIPVisionModel.from_pretrained(image_encoder, dtype=dtype),
                 feature_extractor=CLIPImageProcessor.from_pretrained(image_encoder),
             )
-        if not isinstance(pipe.scheduler, UniPCMultistepScheduler):
-            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+        # UniPC, as the official code; its last step lands on the smallest training sigma (t=0) as diffusers
+        # 0.17 did, where current diffusers would default to sigma 0.
+        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, final_sigmas_type="sigma_min")
         return pipe.to(device)
 
     # ------------------------------------------------------------------ building blocks
@@ -135,7 +136,8 @@ class DiffPluginPipeline(DiffusionPipeline):
         return self.vae.encode(image).latent_dist.mean * self.vae.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(latents).sample.clamp(-1, 1)
 
     def restore_latents(
         self,
@@ -152,7 +154,7 @@ class DiffPluginPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
         plugin.to(device=device, dtype=dtype)
         prompt = plugin.tpb(clip_tokens.to(dtype))
-        cond = self.encode_condition(image)
+        cond = self.encode_condition(image).to(dtype)  # the VAE may run in another dtype (e.g. upcast to fp32)
         noise = randn_tensor(cond.shape, generator=generator, device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -275,8 +277,11 @@ def predict_noise(
     """One denoiser call of a Task-Plugin: SCB residuals into the UNet's first skips, the prompt into every
     cross-attention. Shared by inference and training."""
     residuals = scb(cond, timestep, prompt, conditioning_scale=conditioning_scale).down_block_res_samples
+    # Under mixed-precision training the plugin's outputs come back in fp32 while the frozen UNet is fp16/bf16.
+    prompt = prompt.to(unet.dtype)
+    residuals = tuple(r.to(unet.dtype) for r in residuals)
     # Scalar zeros for the other skips and the mid block keep diffusers (>= 0.19) on its ControlNet path.
-    zero = torch.zeros((), device=latents.device, dtype=residuals[0].dtype)
+    zero = torch.zeros((), device=latents.device, dtype=unet.dtype)
     padding = (zero,) * (count_skips(unet) - len(residuals))
     return unet(
         latents,

@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from plugins.diffplugin.convert import SELECTOR_FILE, SELECTOR_FOLDER, ConvertedItem, convert_official
 from plugins.diffplugin.errors import PullError
 from plugins.diffplugin.pipeline import DEFAULT_BASE, DEFAULT_IMAGE_ENCODER, DiffPluginPipeline
+from plugins.diffplugin.plugin import SETTINGS_FILE
 
 #: Where the official release keeps its weights (committed to the git repository itself, spec §3).
 OFFICIAL_URL = "https://github.com/yuhaoliu7456/Diff-Plugin/raw/main/pre-trained"
@@ -36,6 +37,7 @@ class PullResult(BaseModel):
     models_dir: str
     base: str | None
     plugins: list[ConvertedItem]
+    kept: list[str] = Field(default_factory=list, description="Already present, left as they were.")
 
 
 def pull_base(base: str, image_encoder: str, out_dir: Path) -> Path:
@@ -92,7 +94,8 @@ def pull(
     overwrite: bool = False,
     progress: DownloadProgress | None = None,
 ) -> PullResult:
-    """Fetch and convert into `models_dir`: `base/` (a complete pipeline folder) and `plugins/<task>/`.
+    """Fetch and convert into `models_dir`: `base/` (a complete pipeline folder), `plugins/<task>/` and
+    `plugin_selector/`. What is already there is kept unless `overwrite`, so a re-run fetches only what is missing.
 
     `base` and `image_encoder` are hub ids or folders (`base=None` skips the base model). `official` is the
     URL of the release's `pre-trained/` folder or a local copy of it (`None` skips the plugins).
@@ -101,20 +104,44 @@ def pull(
     unknown = sorted(set(tasks) - set(OFFICIAL_TASKS))
     if unknown:
         raise PullError(f"unknown task(s) {', '.join(unknown)}; official tasks: {', '.join(OFFICIAL_TASKS)}.")
-    models_dir.mkdir(parents=True, exist_ok=True)
-    base_dir = pull_base(base, image_encoder, models_dir / BASE_FOLDER) if base else None
+    source = _official_source(official) if official else None
+    kept: list[str] = []
+
+    base_dir: Path | None = None
+    if base:
+        base_dir = models_dir / BASE_FOLDER
+        if (base_dir / "model_index.json").is_file() and not overwrite:
+            kept.append(str(base_dir))
+        else:
+            models_dir.mkdir(parents=True, exist_ok=True)
+            pull_base(base, image_encoder, base_dir)
 
     converted: list[ConvertedItem] = []
-    if official:
+    if source is not None:
+        plugin_dirs = {task: models_dir / PLUGINS_FOLDER / task for task in tasks}
+        missing = [task for task, path in plugin_dirs.items() if overwrite or not (path / SETTINGS_FILE).is_file()]
+        kept += [str(plugin_dirs[task]) for task in tasks if task not in missing]
+        selector_dir = models_dir / SELECTOR_FOLDER
         with tempfile.TemporaryDirectory(prefix="diffplugin-official-") as tmp:
-            source = Path(official)
-            if not source.exists():
-                source = download_official(official, tasks, Path(tmp), progress)
-            elif (source / "pre-trained").is_dir():  # a clone of the official repository
-                source = source / "pre-trained"
-            for task in tasks:
-                converted += convert_official(source / task, models_dir / PLUGINS_FOLDER / task, task, overwrite)
-            if (source / SELECTOR_FOLDER / SELECTOR_FILE).is_file():
-                converted += convert_official(source / SELECTOR_FOLDER, models_dir / SELECTOR_FOLDER,
-                                              overwrite=overwrite)
-    return PullResult(models_dir=str(models_dir), base=str(base_dir) if base_dir else None, plugins=converted)
+            if isinstance(source, str):
+                source = download_official(source, missing, Path(tmp), progress) if missing else None
+            if source is not None:
+                for task in missing:
+                    converted += convert_official(source / task, plugin_dirs[task], task, overwrite)
+                if (source / SELECTOR_FOLDER / SELECTOR_FILE).is_file():
+                    if (selector_dir / "config.json").is_file() and not overwrite:
+                        kept.append(str(selector_dir))
+                    else:
+                        converted += convert_official(source / SELECTOR_FOLDER, selector_dir, overwrite=overwrite)
+    return PullResult(models_dir=str(models_dir), base=str(base_dir) if base_dir else None, plugins=converted,
+                      kept=kept)
+
+
+def _official_source(official: str) -> Path | str:
+    """A local folder (a clone of the official repository or its pre-trained/ folder) or an http(s) URL."""
+    path = Path(official).expanduser()
+    if path.is_dir():
+        return path / "pre-trained" if (path / "pre-trained").is_dir() else path
+    if official.startswith(("http://", "https://")):
+        return official
+    raise PullError(f"--official {official}: neither an existing folder nor an http(s) URL.")

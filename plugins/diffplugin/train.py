@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader, Dataset
 
 from plugins.data.pairs import Pair, read_pairs
+from plugins.data.photos import load_photo
 from plugins.diffplugin.pipeline import DEFAULT_BASE, DEFAULT_IMAGE_ENCODER, DiffPluginPipeline, predict_noise
-from plugins.diffplugin.plugin import TaskPlugin
+from plugins.diffplugin.plugin import PluginSettings, TaskPlugin, check_compatible
 
 CHECKPOINT_PREFIX = "checkpoint-"
 FINAL_PLUGIN_FOLDER = "plugin"
@@ -55,7 +56,8 @@ class TrainConfig(BaseModel):
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     max_grad_norm: float = Field(1.0, gt=0, description="Clipped per branch.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
+        None, description="None: as set by `accelerate config` (or the launcher), else 'no'.")
     seed: int = 42
     checkpointing_steps: int = Field(500, ge=1)
     checkpoints_total_limit: int | None = Field(None, ge=1)
@@ -70,7 +72,7 @@ class TrainResult(BaseModel):
     plugin: str
     global_step: int
     last_loss: float
-    checkpoints: list[str]
+    checkpoints: list[str] = Field(description="Checkpoint folders on disk at the end (after pruning).")
     validation_losses: dict[int, float]
 
 
@@ -95,8 +97,7 @@ class PairedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         pair = self.pairs[index]
-        clean = PIL.Image.open(pair.clean).convert("RGB")
-        degraded = PIL.Image.open(pair.degraded).convert("RGB")
+        clean, degraded = load_photo(pair.clean), load_photo(pair.degraded)
         clip = self.feature_extractor(images=degraded, return_tensors="pt").pixel_values[0]
         return {"clean": self._pixels(clean), "degraded": self._pixels(degraded), "clip": clip}
 
@@ -141,18 +142,12 @@ def evaluate_loss(pipe: DiffPluginPipeline, plugin: TaskPlugin, batch: dict[str,
     return sum(losses) / len(losses)
 
 
-class NoiseGenerator:
-    """The generator for training noise and timesteps, saved in checkpoints so a resumed run draws what the
-    uninterrupted one would have (the global RNG is also consumed by DataLoader iterators)."""
-
-    def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["state"])
+def noise_generator(seed: int, process_index: int, micro_step: int) -> torch.Generator:
+    """The generator for one micro-batch's noise and timesteps, derived from (seed, process, micro-batch index):
+    every process draws different noise, and a resumed run draws exactly what an uninterrupted one would,
+    with no generator state to checkpoint."""
+    entropy = np.random.SeedSequence([seed, process_index, micro_step]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(entropy))
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
@@ -180,8 +175,8 @@ def _save_validation(pipe: DiffPluginPipeline, plugin: TaskPlugin, pairs: list[P
     folder.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
     for k, pair in enumerate(pairs[: config.num_validation_images]):
-        degraded = PIL.Image.open(pair.degraded).convert("RGB").resize((config.resolution,) * 2)
-        clean = PIL.Image.open(pair.clean).convert("RGB").resize((config.resolution,) * 2)
+        degraded = load_photo(pair.degraded).resize((config.resolution,) * 2)
+        clean = load_photo(pair.clean).resize((config.resolution,) * 2)
         output = pipe(degraded, plugin, num_inference_steps=config.validation_inference_steps,
                       generator=torch.Generator().manual_seed(config.seed), short_side=None).images[0]
         strip = PIL.Image.new("RGB", (config.resolution * 3, config.resolution))
@@ -209,6 +204,12 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
+    resume = _resolve_resume(config)
+    if resume is None and config.output_dir.exists() and any(config.output_dir.iterdir()):
+        raise FileExistsError(
+            f"{config.output_dir} already holds a training run; resume it (--resume latest) or choose a new "
+            "output folder."
+        )
     pairs = read_pairs(config.data)
     if pipe is None:
         pipe = DiffPluginPipeline.from_base(config.base, config.image_encoder, device="cpu", dtype=torch.float32)
@@ -219,9 +220,13 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
         pipe.to(dtype=weight_dtype)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
-    plugin = (TaskPlugin.from_pretrained(config.init_plugin) if config.init_plugin
-              else TaskPlugin.for_base(pipe.unet, pipe.image_encoder, config.task))
-    plugin.settings.task = config.task
+    if config.init_plugin:
+        plugin = TaskPlugin.from_pretrained(config.init_plugin)
+        check_compatible(plugin, pipe.unet, pipe.image_encoder)
+        if plugin.task != config.task:  # a different task gets that task's defaults (start mode)
+            plugin.settings = PluginSettings.for_task(config.task)
+    else:
+        plugin = TaskPlugin.for_base(pipe.unet, pipe.image_encoder, config.task)
     tpb, scb = plugin.tpb.train(), plugin.scb.train()
 
     lr = config.learning_rate
@@ -237,25 +242,23 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
     lr_scheduler = get_scheduler("constant", optimizer)
     tpb, scb, optimizer, loader, lr_scheduler = accelerator.prepare(tpb, scb, optimizer, loader, lr_scheduler)
     plugin.tpb, plugin.scb = tpb, scb
-    noise = NoiseGenerator(config.seed + accelerator.process_index)
-    accelerator.register_for_checkpointing(noise)
 
-    # Drawn before a resume restores the RNG states (making a DataLoader iterator consumes one random number).
     validation_batch = next(iter(DataLoader(dataset, batch_size=min(len(dataset), 4))))
     global_step = 0
-    resume = _resolve_resume(config)
     if resume is not None:
         accelerator.load_state(str(resume))
         global_step = int(resume.name.removeprefix(CHECKPOINT_PREFIX))
     updates_per_epoch = max(1, math.ceil(len(loader) / config.gradient_accumulation_steps))
     first_epoch = global_step // updates_per_epoch
     skip_batches = (global_step % updates_per_epoch) * config.gradient_accumulation_steps
+    micro_step = global_step * config.gradient_accumulation_steps
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     log = (config.output_dir / LOG_FILE).open("a")
     bar = tqdm(total=config.max_train_steps, initial=global_step, desc=f"train {config.task}",
                disable=not (progress and accelerator.is_local_main_process))
     last_loss = float("nan")
+    micro_losses: list[torch.Tensor] = []
     validation_losses: dict[int, float] = {}
     saved: list[str] = []
 
@@ -269,18 +272,24 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
         skip_batches = 0
         for batch in batches:
             with accelerator.accumulate(tpb, scb):
-                loss = plugin_loss(pipe, plugin, batch, noise_scheduler, noise.generator)
+                generator = noise_generator(config.seed, accelerator.process_index, micro_step)
+                loss = plugin_loss(pipe, plugin, batch, noise_scheduler, generator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(tpb.parameters(), config.max_grad_norm)
-                    accelerator.clip_grad_norm_(scb.parameters(), config.max_grad_norm)
+                    # Unscale once (a second unscale_ raises under fp16), then clip each branch on its own.
+                    accelerator.unscale_gradients()
+                    torch.nn.utils.clip_grad_norm_(tpb.parameters(), config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(scb.parameters(), config.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
+            micro_step += 1
+            micro_losses.append(loss.detach())
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
-            last_loss = accelerator.gather(loss.detach()).mean().item()
+            last_loss = accelerator.gather(torch.stack(micro_losses).mean()).mean().item()
+            micro_losses.clear()
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}")
             record = {"step": global_step, "epoch": epoch, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0]}
@@ -296,8 +305,8 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
                 scb.train()
             if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
                 accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    saved.append(str(_save_checkpoint(accelerator, unwrapped(), config, global_step)))
+                _save_checkpoint(accelerator, unwrapped(), config, global_step)
+                saved = [str(p) for p in _checkpoints(config.output_dir)]
             if accelerator.is_main_process:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -316,11 +325,15 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
 
 
 def _save_checkpoint(accelerator, plugin: TaskPlugin, config: TrainConfig, step: int) -> Path:
-    """Full training state (for resume) plus a ready-to-use plugin folder; prune old checkpoints."""
+    """Full training state (for resume) plus a ready-to-use plugin folder; prune old checkpoints.
+
+    Called on every process: accelerate writes the weights once and each process's RNG state."""
     path = config.output_dir / f"{CHECKPOINT_PREFIX}{step}"
     accelerator.save_state(str(path))
-    plugin.save_pretrained(path / FINAL_PLUGIN_FOLDER)
-    if config.checkpoints_total_limit is not None:
-        for old in _checkpoints(config.output_dir)[: -config.checkpoints_total_limit]:
-            shutil.rmtree(old)
+    if accelerator.is_main_process:
+        plugin.save_pretrained(path / FINAL_PLUGIN_FOLDER)
+        if config.checkpoints_total_limit is not None:
+            for old in _checkpoints(config.output_dir)[: -config.checkpoints_total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
     return path
