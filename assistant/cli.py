@@ -200,7 +200,10 @@ def apply(
     steps: Annotated[int | None, typer.Option(help="Steps of the first plugin (default: its own, 20).")] = None,
     chain_steps: Annotated[int, typer.Option(help="Steps of every later plugin.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    short_side: Annotated[int, typer.Option(help="Process with the short side at least this many pixels.")] = 512,
+    short_side: Annotated[int, typer.Option(help="Short side to process at (see --resize).")] = 512,
+    resize: Annotated[str, typer.Option(help="'min': upscale so the short side is at least --short-side, never "
+                                             "downscale (official infer.py); 'exact': scale it to --short-side "
+                                             "(official demo).")] = "min",
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     as_json: JsonOption = False,
@@ -216,6 +219,8 @@ def apply(
             raise CliError("the output would overwrite the photo; choose another --output.")
         if output.exists() and not overwrite:
             raise CliError(f"{output} exists; pass --overwrite to replace it.")
+        if resize not in ("min", "exact"):
+            raise CliError(f"--resize must be 'min' or 'exact', not {resize!r}.")
         if output.suffix.lower() not in PIL.Image.registered_extensions():
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         image = load_photo(photo)
@@ -234,11 +239,13 @@ def apply(
         pipe.set_progress_bar_config(disable=as_json)
         plugins = [TaskPlugin.from_pretrained(p, dtype=pipe.unet.dtype) for p in plugin]
         result = pipe(image, plugins, num_inference_steps=steps, chain_num_inference_steps=chain_steps,
-                      generator=torch.Generator().manual_seed(seed), short_side=short_side).images[0]
+                      generator=torch.Generator().manual_seed(seed), short_side=short_side,
+                      resize_mode=resize).images[0]
         output.parent.mkdir(parents=True, exist_ok=True)
         result.save(output)
+    processed = pipe.target_size(*image.size, short_side, resize)
     summary = {"photo": str(photo), "output": str(output), "plugins": [p.task for p in plugins],
-               "size": list(result.size), "seed": seed}
+               "size": list(result.size), "processed_size": list(processed), "seed": seed}
     emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(summary['plugins'])}: {output}"))
 
 

@@ -61,8 +61,11 @@ def test_apply_writes_a_restored_photo_and_protects_files(tiny_models: Path, tmp
 
     data = as_json(invoke(*args, "-o", out, "--json"))
     assert data["plugins"] == ["derain", "lowlight"] and data["size"] == [64, 43]
+    assert data["processed_size"] == [64, 42]  # 'min' never downscales; floored to the VAE factor
     assert PIL.Image.open(out).size == (64, 43)
 
+    exact = as_json(invoke(*args, "--resize", "exact", "-o", tmp_path / "small.png", "--json"))
+    assert exact["processed_size"] == [48, 32] and exact["size"] == [64, 43]
     again = invoke(*args, "-o", out)
     assert again.exit_code == 1 and "exists; pass --overwrite" in again.stderr
     same = invoke(*args, "-o", photo)

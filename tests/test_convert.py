@@ -172,3 +172,10 @@ def test_the_published_lowlight_config_builds_the_full_size_scb(tmp_path) -> Non
         "mid_block_scale_factor", "num_class_embeds", "projection_class_embeddings_input_dim",
         "resnet_time_scale_shift", "use_vae_conditioning", "vae_cond_in_channels", "way_to_concat"])
     assert TaskPlugin.from_pretrained(tmp_path / "out").settings.start == "noise"
+
+
+def test_a_converted_folder_is_recognised(tmp_path) -> None:
+    source = write_official_task(tmp_path / "derain", tiny_official_plugin("derain", 0))
+    convert_official(source, tmp_path / "out")
+    with pytest.raises(ConversionError, match="already a converted plugin folder"):
+        convert_official(tmp_path / "out", tmp_path / "again")

@@ -131,6 +131,8 @@ def test_bad_inputs_are_named(tiny_pipe, make_plugin, photo) -> None:
     full_size = TaskPlugin(TPBNet(), SCBNet(), PluginSettings(task="derain"))
     with pytest.raises(ValueError, match="does not fit this base model: TPB expects 1024-d CLIP tokens"):
         run(tiny_pipe, photo, full_size)
+    with pytest.raises(ValueError, match="resize_mode must be 'min' or 'exact'"):
+        run(tiny_pipe, photo, make_plugin(), resize_mode="shortest")
     with pytest.raises(ValueError, match="chain_num_inference_steps"):
         run(tiny_pipe, photo, make_plugin(), chain_num_inference_steps=0)
 

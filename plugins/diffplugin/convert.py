@@ -220,6 +220,8 @@ def convert_official(source: str | Path, out_dir: str | Path, task: str | None =
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise ConversionError(f"{source}: no such file or folder.")
+    if (source / SETTINGS_FILE).is_file():
+        raise ConversionError(f"{source}: already a converted plugin folder ({SETTINGS_FILE}); use it as it is.")
     if source.is_file() or source.name == SELECTOR_FOLDER:
         return [convert_official_selector(source, out_dir, overwrite)]
     if _is_task_folder(source):

@@ -174,7 +174,7 @@ class DiffPluginPipeline(DiffusionPipeline):
         return latents
 
     def check_inputs(self, image: Any, plugins: Sequence[TaskPlugin], num_inference_steps: int | None,
-                     chain_num_inference_steps: int, output_size: str) -> None:
+                     chain_num_inference_steps: int, output_size: str, resize_mode: str) -> None:
         if not isinstance(image, (PIL.Image.Image, np.ndarray)):
             raise TypeError(f"image must be a PIL image or an HxWx3 numpy array, not {type(image).__name__}.")
         if not plugins:
@@ -189,6 +189,8 @@ class DiffPluginPipeline(DiffusionPipeline):
             raise ValueError(f"chain_num_inference_steps must be >= 1, got {chain_num_inference_steps}.")
         if output_size not in ("input", "processed"):
             raise ValueError(f"output_size must be 'input' or 'processed', got {output_size!r}.")
+        if resize_mode not in ("min", "exact"):
+            raise ValueError(f"resize_mode must be 'min' or 'exact', got {resize_mode!r}.")
 
     # ------------------------------------------------------------------ entry point
     @torch.no_grad()
@@ -226,7 +228,7 @@ class DiffPluginPipeline(DiffusionPipeline):
         """
         # 1. Check inputs
         plugins = [plugins] if isinstance(plugins, TaskPlugin) else list(plugins)
-        self.check_inputs(image, plugins, num_inference_steps, chain_num_inference_steps, output_size)
+        self.check_inputs(image, plugins, num_inference_steps, chain_num_inference_steps, output_size, resize_mode)
         if isinstance(image, np.ndarray):
             image = PIL.Image.fromarray(image)
         image = image.convert("RGB")
