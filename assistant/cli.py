@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from assistant import __version__
+from assistant.cli_common import CliError, JsonOption, emit, reported
+from assistant.plugins_cli import plugins_app
 
 app = typer.Typer(
     help="""Restore photos with Diff-Plugin Task-Plugins on a frozen Stable Diffusion.
@@ -34,36 +33,7 @@ data_app = typer.Typer(help="Datasets for training and evaluation.", no_args_is_
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
-
-class CliError(Exception):
-    """An error to show the user as one line, exiting 1."""
-
-
-@contextmanager
-def reported(as_json: bool) -> Iterator[None]:
-    """Turn expected failures into one clear line (or a JSON error object) and exit status 1."""
-    from plugins.diffplugin.errors import USER_ERRORS
-
-    try:
-        yield
-    except (CliError, *USER_ERRORS) as err:
-        if as_json:
-            print(json.dumps({"error": str(err), "type": type(err).__name__}))
-        else:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-
-
-def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
-    if as_json:
-        data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
-        print(json.dumps(data, indent=2))
-    else:
-        human()
-
+app.add_typer(plugins_app, name="plugins")
 
 def _version(value: bool) -> None:
     if value:

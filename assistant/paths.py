@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "DIFFPLUGIN_HOME"
+REGISTRY_ENV = "DIFFPLUGIN_REGISTRY"
 
 
 def data_dir() -> Path:
@@ -20,3 +21,10 @@ def data_dir() -> Path:
 def models_dir() -> Path:
     """Base model and converted official plugins, as written by `diffplugin models pull`."""
     return data_dir() / "models"
+
+
+def registry_dir() -> Path:
+    """Installed plugins, their state and the search index: `$DIFFPLUGIN_REGISTRY`, else the data folder's."""
+    if env := os.environ.get(REGISTRY_ENV):
+        return Path(env).expanduser()
+    return data_dir() / "registry"

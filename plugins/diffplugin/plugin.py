@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from plugins.diffplugin.scb import SCBNet
+from plugins.diffplugin.settings import PluginSettings
 from plugins.diffplugin.tpb import TPBNet
 
 if TYPE_CHECKING:
@@ -28,31 +28,6 @@ if TYPE_CHECKING:
 SETTINGS_FILE = "plugin.json"
 TPB_FOLDER = "tpb"
 SCB_FOLDER = "scb"
-
-#: The official tasks that start denoising from pure noise instead of the noised input (spec §6).
-PURE_NOISE_TASKS = frozenset({"lowlight", "highlight"})
-
-StartMode = Literal["noised-input", "noise"]
-
-
-class PluginSettings(BaseModel):
-    """How a plugin is run. Stored as `plugin.json` beside the weights."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str = Field(description="Task id, e.g. 'derain'.", min_length=1)
-    start: StartMode = Field(
-        "noised-input",
-        description="'noised-input': the start latent is the noised degraded latent (t >= time_threshold); "
-        "'noise': start from pure noise (lowlight, highlight).",
-    )
-    num_inference_steps: int = Field(20, ge=1, description="Denoising steps when the plugin runs first.")
-    time_threshold: int = Field(960, ge=0, description="Timesteps at or above this start from the noised input.")
-
-    @classmethod
-    def for_task(cls, task: str) -> PluginSettings:
-        return cls(task=task, start="noise" if task in PURE_NOISE_TASKS else "noised-input")
-
 
 class TaskPlugin:
     """One Diff-Plugin Task-Plugin: `tpb`, `scb` and `settings`."""
@@ -111,15 +86,18 @@ class TaskPlugin:
         return cls(tpb, scb, PluginSettings.for_task(task))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> TaskPlugin:
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
+                        settings: PluginSettings | None = None) -> TaskPlugin:
+        """Load `path`; its `plugin.json` gives the settings unless `settings` is passed (e.g. from a manifest)."""
         path = Path(path)
         settings_file = path / SETTINGS_FILE
-        if not settings_file.is_file():
-            raise FileNotFoundError(
-                f"{path} is not a Task-Plugin folder: {SETTINGS_FILE} is missing. Official releases must be "
-                "converted first: `diffplugin models convert OFFICIAL_DIR -o OUT`."
-            )
-        settings = PluginSettings.model_validate_json(settings_file.read_text())
+        if settings is None:
+            if not settings_file.is_file():
+                raise FileNotFoundError(
+                    f"{path} is not a Task-Plugin folder: {SETTINGS_FILE} is missing. Official releases must be "
+                    "converted first: `diffplugin models convert OFFICIAL_DIR -o OUT`."
+                )
+            settings = PluginSettings.model_validate_json(settings_file.read_text())
         tpb = TPBNet.from_pretrained(path / TPB_FOLDER, dtype=dtype)
         scb = SCBNet.from_pretrained(path / SCB_FOLDER, dtype=dtype)
         return cls(tpb, scb, settings)

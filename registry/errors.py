@@ -1,0 +1,31 @@
+"""Registry errors. Each names the file (and the manifest field) at fault, so the CLI can print one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RegistryError(Exception):
+    """Base class: something about a plugin or the registry is wrong; nothing was changed."""
+
+
+class ManifestError(RegistryError):
+    """A manifest is missing, not YAML, or fails validation."""
+
+    def __init__(self, source: str | Path, field: str | None, message: str) -> None:
+        self.source, self.field = str(source), field
+        where = f"{source}: field '{field}'" if field else f"{source}"
+        super().__init__(f"{where}: {message}")
+
+
+class InstallRefused(RegistryError):
+    """An install or a load was refused for safety or integrity; the message names the file and field."""
+
+    def __init__(self, source: str | Path, message: str, field: str | None = None) -> None:
+        self.source, self.field = str(source), field
+        where = f"{source}: field '{field}'" if field else f"{source}"
+        super().__init__(f"{where}: {message}")
+
+
+class PluginNotFound(RegistryError):
+    """No plugin (or version) with that id is known."""

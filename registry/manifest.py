@@ -1,0 +1,224 @@
+"""The plugin manifest: a static `diffplugin.yaml` that says what a plugin is, read without importing its code.
+
+Every field carries a description; `diffplugin plugins schema` prints the JSON Schema generated from this module,
+and docs/manifest-schema.json is that output (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plugins.diffplugin.settings import StartMode
+from registry.errors import ManifestError
+
+MANIFEST_FILE = "diffplugin.yaml"
+SCHEMA_VERSION = "1.0"
+#: Plugins of this project; no one else may publish under it.
+BUILTIN_NAMESPACE = "diffplugin"
+#: What a diffplugin-kind plugin's weights must include (the TaskPlugin folder layout).
+DIFFPLUGIN_WEIGHTS = ("tpb/diffusion_pytorch_model.safetensors", "scb/diffusion_pytorch_model.safetensors")
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}/[a-z0-9][a-z0-9_-]{0,63}$")
+_TASK = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_NON_COMMERCIAL = re.compile(r"(^|[-\s])NC([-\s]|$)|non[-\s]?commercial", re.IGNORECASE)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Author(_Strict):
+    name: str = Field(min_length=1, description="Person or organisation.")
+    email: str | None = Field(None, description="Contact address.")
+
+
+class WeightFile(_Strict):
+    path: str = Field(description="Path relative to the manifest, with '/' separators. Must end in .safetensors.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the file.")
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("must be a string: put the SHA-256 in quotes (YAML read it as a number)")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative_safetensors(cls, path: str) -> str:
+        parts = Path(path).parts
+        if path.startswith(("/", "\\")) or ".." in parts or not parts:
+            raise ValueError(f"'{path}' must be a relative path inside the plugin folder")
+        if not path.endswith(".safetensors"):
+            raise ValueError(f"'{path}' is not a .safetensors file; weights are accepted as safetensors only")
+        return path
+
+
+class DiffPluginSpec(_Strict):
+    """Run settings of a Diff-Plugin Task-Plugin (TPB + SCB)."""
+
+    base: Literal["sd-1.x"] = Field("sd-1.x", description="Base-model family the plugin was trained on.")
+    start: StartMode = Field(
+        "noised-input", description="'noised-input': start from the noised input latent; 'noise': pure noise."
+    )
+    num_inference_steps: int = Field(20, ge=1, le=1000, description="Default denoising steps.")
+    time_threshold: int = Field(960, ge=0, le=1000, description="Timesteps at or above this use the noised input.")
+
+
+class PythonSpec(_Strict):
+    """A plugin that is plain code: a callable taking a PIL image (and options) and returning one."""
+
+    entry_point: str = Field(description="'module:callable'; the module sits in the plugin folder or is installed.")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Default keyword options passed to the callable."
+    )
+
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point(cls, value: str) -> str:
+        if not _ENTRY_POINT.match(value):
+            raise ValueError(f"'{value}' is not of the form 'module:callable'")
+        return value
+
+
+class PluginManifest(_Strict):
+    """What a plugin is and how to run it. One `diffplugin.yaml` per plugin."""
+
+    schema_version: Literal["1.0"] = Field(SCHEMA_VERSION, description="Version of this manifest format.")
+    id: str = Field(description="Namespaced id 'namespace/name': lower case, digits, '-' and '_'.")
+    version: str = Field(description="Plugin version (PEP 440, e.g. 1.2.0).")
+    name: str = Field(min_length=1, max_length=80, description="Display name.")
+    description: str = Field(min_length=10, max_length=2000, description="What the plugin does, for people "
+                             "and for search.")
+    tasks: list[str] = Field(min_length=1, description="Task ids it performs, e.g. ['derain'].")
+    examples: list[str] = Field(
+        min_length=3, description="Example requests a user might type; used by the selector and by search."
+    )
+    kind: Literal["diffplugin", "python"] = Field(description="'diffplugin' (TPB + SCB weights) or 'python' (code).")
+    diffplugin: DiffPluginSpec | None = Field(None, description="Required when kind is 'diffplugin'.")
+    python: PythonSpec | None = Field(None, description="Required when kind is 'python'.")
+    weights: list[WeightFile] = Field(default_factory=list, description="Weight files with their SHA-256.")
+    weights_source: Literal["folder", "models-pull"] = Field(
+        "folder", description="'folder': the weights listed above sit beside the manifest; 'models-pull': "
+        "`diffplugin models pull` fetches them (this project's built-in official plugins only).")
+    license: str = Field(min_length=1, description="SPDX licence id of the weights and code, e.g. Apache-2.0.")
+    authors: list[Author] = Field(min_length=1, description="Who made it.")
+    homepage: str | None = Field(None, description="Project page (http or https).")
+    gpu_memory_mb: int | None = Field(None, ge=0, description="Estimated extra GPU memory when loaded, in MiB.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"'{value}' is not 'namespace/name' (lower case letters, digits, '-' and '_')")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(f"'{value}' is not a valid version (e.g. 1.0.0)") from None
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if not _TASK.match(t)]
+        if bad:
+            raise ValueError(f"task ids must be lower case words: {', '.join(bad)}")
+        return value
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: list[str]) -> list[str]:
+        if any(not e.strip() for e in value):
+            raise ValueError("examples must not be empty strings")
+        return value
+
+    @field_validator("homepage")
+    @classmethod
+    def _homepage(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"'{value}' is not an http(s) address")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_matches(self) -> PluginManifest:
+        if self.kind == "diffplugin":
+            if self.diffplugin is None or self.python is not None:
+                raise ValueError("kind 'diffplugin' needs a 'diffplugin' table and no 'python' table")
+            if len(self.tasks) != 1:
+                raise ValueError("a diffplugin plugin performs exactly one task")
+        if self.kind == "python" and (self.python is None or self.diffplugin is not None):
+            raise ValueError("kind 'python' needs a 'python' table and no 'diffplugin' table")
+        paths = [w.path for w in self.weights]
+        if len(set(paths)) != len(paths):
+            raise ValueError("weights lists a file twice")
+        return self
+
+    # ----------------------------------------------------------------- derived facts
+    @property
+    def namespace(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    @property
+    def non_commercial(self) -> bool:
+        """True for licences that forbid commercial use (e.g. CC-BY-NC-SA-4.0, the official weights')."""
+        return bool(_NON_COMMERCIAL.search(self.license))
+
+    def search_texts(self) -> list[str]:
+        """What the search index embeds for this plugin: its description, its tasks, each example."""
+        return [f"{self.name}. {self.description}", "tasks: " + ", ".join(self.tasks), *self.examples]
+
+
+def parse_manifest(text: str, source: str | Path = MANIFEST_FILE) -> PluginManifest:
+    """Validate manifest YAML; a `ManifestError` names the file and the first field at fault."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ManifestError(source, None, f"not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(source, None, "must be a YAML mapping of fields")
+    return validate_manifest(data, source)
+
+
+def validate_manifest(data: dict, source: str | Path = MANIFEST_FILE) -> PluginManifest:
+    """Validate manifest fields; a `ManifestError` names the file and the first field at fault."""
+    try:
+        return PluginManifest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ManifestError(source, field, message) from None
+
+
+def load_manifest(folder_or_file: str | Path) -> PluginManifest:
+    """Read `diffplugin.yaml` (or the given file). Imports no plugin code."""
+    path = Path(folder_or_file)
+    if path.is_dir():
+        path = path / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(path, None, "file not found: a plugin folder needs a diffplugin.yaml manifest")
+    return parse_manifest(path.read_text(encoding="utf-8"), path)
+
+
+def dump_manifest(manifest: PluginManifest) -> str:
+    """YAML for `manifest`, fields in declaration order, empty optional fields left out."""
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    if not data.get("weights"):
+        data.pop("weights", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def manifest_schema() -> dict:
+    return PluginManifest.model_json_schema()

@@ -1,0 +1,75 @@
+"""Plugins exposed by pip-installed packages: found through entry points, never imported to be listed."""
+
+from __future__ import annotations
+
+import builtins
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry.errors import InstallRefused
+from registry.runtime import load_plugin
+from registry.store import Registry
+from tests.plugin_folders import EXAMPLE_PLUGIN, python_folder
+
+PACKAGE = "acme_ep_sharpen"
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake installed distribution with a plugin entry point, as pip would leave it."""
+    site = tmp_path / "site"
+    package = site / PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import builtins\nbuiltins._acme_ep_imported = True\n")
+    shutil.copy(EXAMPLE_PLUGIN / "acme_sharpen.py", package / "run.py")
+    manifest = (EXAMPLE_PLUGIN / "diffplugin.yaml").read_text()
+    manifest = manifest.replace("id: acme/sharpen", "id: acme/ep-sharpen").replace(
+        '"acme_sharpen:sharpen"', f'"{PACKAGE}.run:sharpen"')
+    (package / "diffplugin.yaml").write_text(manifest)
+    (package / "broken").mkdir()
+    (package / "broken" / "bad.yaml").write_text("id: not-namespaced\n")
+    dist = site / "acme_ep_sharpen-2.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ep-sharpen\nVersion: 2.0.0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[diffplugin.plugins]\nsharpen = {PACKAGE}:diffplugin.yaml\nbroken = {PACKAGE}:broken\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delattr(builtins, "_acme_ep_imported", raising=False)
+    yield site
+    sys.modules.pop(PACKAGE, None)
+    sys.modules.pop(f"{PACKAGE}.run", None)
+
+
+def test_entry_point_plugins_are_listed_without_importing_them(site, tmp_path) -> None:
+    registry = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
+    status = registry.get("acme/ep-sharpen")
+    assert status.active.source == "entry-point" and status.active.distribution == "acme-ep-sharpen"
+    assert status.active.folder == (site / PACKAGE).resolve()
+    assert not status.trusted and not status.runnable  # third-party code: trust first
+    assert any("broken" in e and "namespace/name" in e for e in registry.discovery_errors())
+    assert PACKAGE not in sys.modules and not hasattr(builtins, "_acme_ep_imported")
+
+    with pytest.raises(InstallRefused, match="not trusted yet"):
+        load_plugin(registry, "acme/ep-sharpen")
+    assert registry.enable("acme/ep-sharpen", trust=True).trust.how == "enable --trust"
+    plugin = load_plugin(registry, "acme/ep-sharpen")
+    assert plugin.manifest.id == "acme/ep-sharpen" and builtins._acme_ep_imported
+
+
+def test_an_install_cannot_shadow_a_package_plugin(site, tmp_path) -> None:
+    registry = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
+    folder = python_folder(tmp_path / "copy")
+    manifest = folder / "diffplugin.yaml"
+    manifest.write_text(manifest.read_text().replace("id: acme/sharpen", "id: acme/ep-sharpen"))
+    with pytest.raises(InstallRefused, match="already provided by the package 'acme-ep-sharpen'"):
+        registry.install(folder, trust=True)
+
+
+def test_this_projects_plugins_arrive_through_the_same_entry_point(tmp_path) -> None:
+    registry = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
+    builtins_found = [s for s in registry.plugins() if s.active.source == "builtin"]
+    assert {s.id for s in builtins_found} >= {f"diffplugin/{t}" for t in ("derain", "lowlight", "face")}
+    assert all(s.active.distribution == "diffplugin-assistant" for s in builtins_found)
