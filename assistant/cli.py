@@ -160,8 +160,9 @@ def models_make_tiny(
 @app.command("apply")
 def apply(
     photo: Annotated[Path, typer.Argument(help="The photo to restore.")],
-    plugin: Annotated[list[Path], typer.Option("--plugin", "-p", help="Plugin folder; repeat to chain, "
-                                                                      "in order.")],
+    plugin: Annotated[list[str], typer.Option("--plugin", "-p", help="A plugin folder or a registered plugin id "
+                                                                     "(ns/name[@version]); repeat to chain, in "
+                                                                     "order.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result (never the photo "
                                                                "itself).")],
     base: Annotated[str | None, typer.Option(help="Base model folder or hub id (default: the pulled base).")] = None,
@@ -178,11 +179,14 @@ def apply(
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run one or more Task-Plugins on a photo, in the order given."""
+    """Run plugins on a photo, in the order given: Task-Plugin folders, or registered plugins of either kind.
+
+    Consecutive diffusion plugins run as one chain (CLIP features of that chain's input, 3 steps after the
+    first); code plugins run on the image between them. A photo edited only by code plugins needs no weights.
+    """
     with reported(as_json):
         import PIL.Image
 
-        from assistant.paths import models_dir
         from plugins.data.photos import load_photo
 
         if output.resolve() == photo.resolve():
@@ -194,29 +198,70 @@ def apply(
         if output.suffix.lower() not in PIL.Image.registered_extensions():
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         image = load_photo(photo)
-        if base is None:
-            base_dir = models_dir() / "base"
-            if not base_dir.is_dir():
-                raise CliError(f"no base model at {base_dir}: run `diffplugin models pull` or pass --base.")
-            base = str(base_dir)
+        loaded = [_load_step(ref) for ref in plugin]
+        result, pipe = image, None
+        for group in _diffusion_runs(loaded):
+            if not isinstance(group, list):  # a code plugin
+                result = group(result)
+                continue
+            import torch
 
-        import torch
-
-        from plugins.diffplugin.pipeline import DiffPluginPipeline
-        from plugins.diffplugin.plugin import TaskPlugin
-
-        pipe = DiffPluginPipeline.from_base(base, image_encoder, device=device)
-        pipe.set_progress_bar_config(disable=as_json)
-        plugins = [TaskPlugin.from_pretrained(p, dtype=pipe.unet.dtype) for p in plugin]
-        result = pipe(image, plugins, num_inference_steps=steps, chain_num_inference_steps=chain_steps,
-                      generator=torch.Generator().manual_seed(seed), short_side=short_side,
-                      resize_mode=resize).images[0]
+            pipe = pipe or _load_base(base, image_encoder, device, quiet=as_json)
+            result = pipe(result, group, num_inference_steps=steps, chain_num_inference_steps=chain_steps,
+                          generator=torch.Generator().manual_seed(seed), short_side=short_side,
+                          resize_mode=resize).images[0]
         output.parent.mkdir(parents=True, exist_ok=True)
         result.save(output)
-    processed = pipe.target_size(*image.size, short_side, resize)
-    summary = {"photo": str(photo), "output": str(output), "plugins": [p.task for p in plugins],
-               "size": list(result.size), "processed_size": list(processed), "seed": seed}
-    emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(summary['plugins'])}: {output}"))
+    processed = list(pipe.target_size(*image.size, short_side, resize)) if pipe else None
+    names = [getattr(p, "task", None) or p.manifest.id for p in loaded]
+    summary = {"photo": str(photo), "output": str(output), "plugins": names, "size": list(result.size),
+               "processed_size": processed, "seed": seed}
+    emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(names)}: {output}"))
+
+
+def _load_step(ref: str) -> Any:
+    """A Task-Plugin folder, or a registered plugin (checked: enabled, trusted, weights' SHA-256)."""
+    if Path(ref).is_dir():
+        from plugins.diffplugin.plugin import TaskPlugin
+
+        return TaskPlugin.from_pretrained(ref)
+    if "/" not in ref:
+        raise CliError(f"{ref}: neither a plugin folder nor a plugin id (namespace/name)")
+    from assistant.paths import models_dir, registry_dir
+    from registry.runtime import load_plugin
+    from registry.store import Registry
+
+    plugin_id, _, version = ref.partition("@")
+    return load_plugin(Registry(registry_dir(), models_dir=models_dir()), plugin_id, version or None)
+
+
+def _diffusion_runs(loaded: list[Any]) -> list[Any]:
+    """Consecutive diffusion plugins grouped into lists (one pipeline call each); code plugins alone."""
+    from registry.runtime import PythonPlugin
+
+    runs: list[Any] = []
+    for step in loaded:
+        if isinstance(step, PythonPlugin):
+            runs.append(step)
+        elif runs and isinstance(runs[-1], list):
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    return runs
+
+
+def _load_base(base: str | None, image_encoder: str, device: str | None, quiet: bool) -> Any:
+    from assistant.paths import models_dir
+    from plugins.diffplugin.pipeline import DiffPluginPipeline
+
+    if base is None:
+        base_dir = models_dir() / "base"
+        if not base_dir.is_dir():
+            raise CliError(f"no base model at {base_dir}: run `diffplugin models pull` or pass --base.")
+        base = str(base_dir)
+    pipe = DiffPluginPipeline.from_base(base, image_encoder, device=device)
+    pipe.set_progress_bar_config(disable=quiet)
+    return pipe
 
 
 # --------------------------------------------------------------------------- train

@@ -213,10 +213,8 @@ def load_manifest(folder_or_file: str | Path) -> PluginManifest:
 
 
 def dump_manifest(manifest: PluginManifest) -> str:
-    """YAML for `manifest`, fields in declaration order, empty optional fields left out."""
-    data = manifest.model_dump(mode="json", exclude_none=True)
-    if not data.get("weights"):
-        data.pop("weights", None)
+    """YAML for `manifest`, fields in declaration order, fields left at their defaults left out."""
+    data = {"schema_version": manifest.schema_version, **manifest.model_dump(mode="json", exclude_defaults=True)}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
