@@ -176,6 +176,9 @@ def apply(
                                              "downscale (official infer.py); 'exact': scale it to --short-side "
                                              "(official demo).")] = "min",
     device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder for plugin ids (default: the data "
+                                                         "folder's registry/).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -198,7 +201,7 @@ def apply(
         if output.suffix.lower() not in PIL.Image.registered_extensions():
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         image = load_photo(photo)
-        loaded = [_load_step(ref) for ref in plugin]
+        loaded = [_load_step(ref, registry) for ref in plugin]
         result, pipe = image, None
         for group in _diffusion_runs(loaded):
             if not isinstance(group, list):  # a code plugin
@@ -219,20 +222,21 @@ def apply(
     emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(names)}: {output}"))
 
 
-def _load_step(ref: str) -> Any:
-    """A Task-Plugin folder, or a registered plugin (checked: enabled, trusted, weights' SHA-256)."""
-    if Path(ref).is_dir():
+def _load_step(ref: str, registry: Path | None) -> Any:
+    """A Task-Plugin folder (it holds plugin.json), else a registered plugin id (checked: enabled, trusted,
+    weights' SHA-256)."""
+    if (Path(ref) / "plugin.json").is_file():
         from plugins.diffplugin.plugin import TaskPlugin
 
         return TaskPlugin.from_pretrained(ref)
     if "/" not in ref:
-        raise CliError(f"{ref}: neither a plugin folder nor a plugin id (namespace/name)")
+        raise CliError(f"{ref}: neither a plugin folder (with plugin.json) nor a plugin id (namespace/name)")
     from assistant.paths import models_dir, registry_dir
     from registry.runtime import load_plugin
     from registry.store import Registry
 
     plugin_id, _, version = ref.partition("@")
-    return load_plugin(Registry(registry_dir(), models_dir=models_dir()), plugin_id, version or None)
+    return load_plugin(Registry(registry or registry_dir(), models_dir=models_dir()), plugin_id, version or None)
 
 
 def _diffusion_runs(loaded: list[Any]) -> list[Any]:

@@ -171,7 +171,7 @@ FAMILIES: tuple[Family, ...] = (
            ("Smooths skin and removes blemishes in portraits", "Retouches faces while keeping skin texture"),
            ("smooth the skin", "remove the pimples", "retouch the portrait", "hide the wrinkles"),
            ("my skin looks bad in this selfie",)),
-    Family("face-restore", ("Face Restorer", "Face Enhancer", "Old Face Repair"),
+    Family("face", ("Face Restorer", "Face Enhancer", "Old Face Repair"),
            ("Restores blurry, low-resolution and damaged faces", "Recovers facial detail in old or compressed photos"),
            ("restore the faces", "fix the blurry face", "enhance the face", "make the faces clear"),
            ("the faces in this old group photo are mush",)),
@@ -262,10 +262,19 @@ TARGETS = ("Works best on smartphone photos.", "Tuned for portraits.", "Tuned fo
            "Good on drone and action-camera footage stills.", "Meant for real-estate interiors.", "")
 SPEEDS = ("Processes a 12-megapixel image in under a second on a GPU.", "Needs about 2 GB of GPU memory.",
           "Keeps the original resolution.", "Adjustable strength.", "Batch friendly.", "")
-POLITE = ("please", "can you", "could you", "I want to", "I'd like to", "help me", "would you")
-WHERE = ("", "", " in this photo", " in my picture", " on this image", " for this shot", " in the portrait",
-         " in my holiday pictures", " for my wedding photos", " in this old scan")
-FIXES = ("fix it", "can you help", "please clean it up", "make it better", "what can I do", "sort it out")
+POLITE = ("please", "can you", "could you", "I want to", "I'd like to", "help me", "would you", "I need to",
+          "is it possible to", "can I")
+WHERE = ("", "", "", " in this photo", " in my picture", " on this image", " for this shot", " in the portrait",
+         " in my holiday pictures", " for my wedding photos", " in this old scan", " in the photo of my cat",
+         " in these beach pictures", " on the product shot", " in my drone shot", " in the picture of our house",
+         " in this screenshot", " in last night's photos", " in my kid's school photo", " on the hiking pictures",
+         " in the concert shots", " on my passport photo", " in the real-estate photos", " in this selfie")
+FIXES = ("fix it", "can you help", "please clean it up", "make it better", "what can I do", "sort it out",
+         "any ideas", "can this be saved", "repair it please", "do something about it")
+LEADS = ("", "", "", "", "hey, ", "hi! ", "quick one: ", "ok so ", "hello, ", "um, ", "help: ")
+TRAILERS = ("", "", "", "", "", ", thanks", " before I print it", " for my blog", " for instagram", " quickly",
+            " without losing detail", " but keep it natural", " please", " if possible", " for the family album",
+            " for a client", " asap", " at full resolution", ", nothing fancy")
 PREFIXES = ("pixel", "lumen", "photon", "clear", "vista", "prism", "aperture", "chroma", "focal", "halo", "iris",
             "lucid", "nova", "optic", "pano", "raster", "shutter", "spectra", "tone", "zenith", "amber", "blue",
             "cobalt", "delta", "ember", "fern", "glint", "harbor", "indigo", "jade", "kite", "lark", "maple",
@@ -318,14 +327,19 @@ QUALITY = (
 
 def _example(rng: random.Random, fam: Family) -> str:
     ask = rng.choice(fam.asks)
-    pattern = rng.randrange(4)
+    pattern = rng.randrange(5)
     if pattern == 0:
-        return ask + rng.choice(WHERE)
-    if pattern == 1:
-        return f"{rng.choice(POLITE)} {ask}{rng.choice(WHERE)}"
-    if pattern == 2:
-        return f"{rng.choice(fam.complaints)}, {rng.choice(FIXES)}"
-    return f"{rng.choice(fam.complaints)}; {ask}"
+        core = ask + rng.choice(WHERE)
+    elif pattern == 1:
+        core = f"{rng.choice(POLITE)} {ask}{rng.choice(WHERE)}"
+    elif pattern == 2:
+        core = f"{rng.choice(fam.complaints)}, {rng.choice(FIXES)}"
+    elif pattern == 3:
+        core = f"{rng.choice(fam.complaints)}; {ask}"
+    else:
+        core = f"is there a way to {ask}{rng.choice(WHERE)}?"
+    trailer = "" if core.endswith("?") else rng.choice(TRAILERS)
+    return f"{rng.choice(LEADS)}{core}{trailer}"
 
 
 def synthetic_manifest(rng: random.Random, taken: set[str]) -> dict[str, Any]:
@@ -378,10 +392,10 @@ def synthetic_manifest(rng: random.Random, taken: set[str]) -> dict[str, Any]:
     return data
 
 
-def write_registry(root: Path, count: int, seed: int, with_state: bool) -> int:
-    """Lay out `count` installed manifests (and the state.json that many installs leave); returns texts to embed."""
+def write_registry(root: Path, count: int, seed: int) -> int:
+    """Lay out `count` installed manifests and the state.json that as many installs leave; returns texts to embed."""
     from registry.manifest import MANIFEST_FILE, PluginManifest, dump_manifest
-    from registry.store import STATE_FILE, STORE_FOLDER, PluginState, RegistryState, Trust
+    from registry.store import STATE_FILE, STORE_FOLDER, PluginState, RegistryState
 
     rng = random.Random(seed)
     taken: set[str] = set()
@@ -394,10 +408,11 @@ def write_registry(root: Path, count: int, seed: int, with_state: bool) -> int:
         folder.mkdir(parents=True)
         (folder / MANIFEST_FILE).write_text(dump_manifest(manifest), encoding="utf-8")
         texts += len(manifest.search_texts())
-        trust = Trust(granted=True, at=at, how="install --trust") if manifest.kind == "python" else None
-        state.plugins[manifest.id] = PluginState(active=manifest.version, enabled=True, trust=trust)
-    if with_state:
-        (root / STATE_FILE).write_text(state.model_dump_json(indent=2))
+        # As `install --trust` records it: trust per '<version> <source>' of a python plugin.
+        trust = {f"{manifest.version} installed": {"granted": True, "at": at, "how": "install --trust"}}
+        state.plugins[manifest.id] = PluginState.model_validate(
+            {"active": manifest.version, "enabled": True, "trust": trust if manifest.kind == "python" else {}})
+    (root / STATE_FILE).write_text(state.model_dump_json(indent=2))
     return texts
 
 
@@ -511,7 +526,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     started = time.perf_counter()
     models = root / "models"  # never created: the built-ins say "weights not downloaded", yet are searchable
 
-    seconds, texts = _timed(lambda: write_registry(root, args.plugins, args.seed, not args.no_state))
+    seconds, texts = _timed(lambda: write_registry(root, args.plugins, args.seed))
     result["write_s"] = round(seconds, 2)
 
     registry = Registry(root, models)
@@ -530,10 +545,27 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             print(f"\r  embedding {done:,}/{total:,} texts", end="" if done < total else "\n", file=sys.stderr,
                   flush=True)
 
-    seconds, indexed = _timed(lambda: registry.reindex(progress))
+    model = index_module.embedding_function()._model
+    embedding = [0.0]
+
+    def timed_encode(*a: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return type(model).encode(model, *a, **kw)
+        finally:
+            embedding[0] += time.perf_counter() - start
+
+    model.encode = timed_encode  # this process only, for the build: how much of it is the model
+    try:
+        seconds, indexed = _timed(lambda: registry.reindex(progress))
+    finally:
+        del model.encode
     builtin_texts = sum(len(s.manifest.search_texts()) for s in statuses if s.active.builtin)
     result["reindex"] = {"s": round(seconds, 2), "plugins": indexed, "texts": texts + builtin_texts,
                          "texts_per_s": round((texts + builtin_texts) / seconds, 1),
+                         "embedding_s": round(embedding[0], 2),
+                         "listing_s": result["list_s"],  # reindex lists the plugins again, as measured above
+                         "other_s": round(seconds - embedding[0] - result["list_s"], 2),
                          "index_mb": round(sum(f.stat().st_size for f in (root / "index").rglob("*") if f.is_file())
                                            / 2**20, 1)}
 
@@ -587,7 +619,10 @@ def print_table(r: dict[str, Any]) -> None:
         (f"Registry.plugins(): {r['listed']:,} plugins, {r['searchable']:,} searchable", f"{r['list_s']:.2f} s"),
         ("load the embedding model", f"{r['model_load_s']:.2f} s"),
         (f"Registry.reindex(): {ri['plugins']:,} plugins, {ri['texts']:,} texts", f"{ri['s']:.2f} s"),
-        ("  texts embedded per second", f"{ri['texts_per_s']:,.1f}"),
+        ("  texts indexed per second", f"{ri['texts_per_s']:,.1f}"),
+        ("  of which listing the plugins (as above)", f"{ri['listing_s']:.2f} s"),
+        ("  of which embedding (the model's encode)", f"{ri['embedding_s']:.2f} s"),
+        ("  of which the rest (chromadb add, sqlite)", f"{ri['other_s']:.2f} s"),
         ("  index size on disk", f"{ri['index_mb']} MB"),
     ]
     cold = r["cold_process"]
@@ -632,8 +667,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="timed searches (200)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the manifests and the requests drawn (0)")
     parser.add_argument("--registry", type=Path, help="registry folder to create and keep (empty or missing)")
-    parser.add_argument("--no-state", action="store_true",
-                        help="write no state.json (plugins then default to enabled, python ones untrusted)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if args.plugins < 0 or args.queries < 1:

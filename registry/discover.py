@@ -11,18 +11,21 @@ plugin comes back as a `DiscoverResult` with an error instead of stopping discov
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from registry.errors import RegistryError
-from registry.manifest import PluginManifest, load_manifest
+from registry.files import refuse_links, refuse_pickles
+from registry.manifest import BUILTIN_NAMESPACE, PluginManifest, load_manifest
 
 ENTRY_POINT_GROUP = "diffplugin.plugins"
-#: The distribution whose plugins are this project's own: trusted, and the only one allowed the built-in namespace.
 BUILTIN_DISTRIBUTION = "diffplugin-assistant"
+#: Where this project's own manifests are. Built-in (trusted) is decided by location, never by a package's
+#: self-declared name, which any distribution could copy.
+BUILTIN_MANIFESTS = (Path(__file__).resolve().parent.parent / "plugins" / "diffplugin" / "manifests").resolve()
 
 Source = Literal["builtin", "entry-point", "installed"]
 
@@ -65,11 +68,18 @@ def _resource_path(ep: EntryPoint) -> Path:
         candidate = Path(str(ep.dist.locate_file(str(relative))))
         if candidate.exists():
             return candidate
-    # Editable installs keep their files elsewhere; find_spec locates the package (importing only its parents).
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RegistryError(f"entry point '{ep.name}': package '{package}' not found")
-    return Path(next(iter(spec.submodule_search_locations))).joinpath(*PurePosixPath(resource).parts)
+    # Editable installs keep their files elsewhere. Ask the import system's finders where the top-level package
+    # is: finding runs no package code (importing a dotted name would run its parents' __init__).
+    top, *rest = package.split(".")
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        spec = find_spec(top, None) if find_spec else None
+        if spec is not None and spec.submodule_search_locations:
+            for location in spec.submodule_search_locations:
+                candidate = Path(location).joinpath(*rest, *PurePosixPath(resource).parts)
+                if candidate.exists():
+                    return candidate
+    raise RegistryError(f"entry point '{ep.name}': '{relative}' not found in the installed package")
 
 
 def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> list[DiscoverResult]:
@@ -77,16 +87,29 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> list[DiscoverResult
     for ep in sorted(entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name)):
         distribution = ep.dist.name if ep.dist else None
         origin = f"{distribution or '?'}: {ep.name} = {ep.value}"
-        source: Source = "builtin" if distribution == BUILTIN_DISTRIBUTION else "entry-point"
         try:
             path = _resource_path(ep).resolve()
             files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
             for file in files:
-                manifest = load_manifest(file)
-                results.append(DiscoverResult(PluginRecord(manifest, file.parent, source, distribution), origin))
+                record = _record(load_manifest(file), file.parent, distribution)
+                results.append(DiscoverResult(record, origin))
         except RegistryError as err:
             results.append(DiscoverResult(None, origin, str(err)))
     return results
+
+
+def _record(manifest: PluginManifest, folder: Path, distribution: str | None) -> PluginRecord:
+    """Built in only where this project's manifests live; anything else gets the checks an install gets."""
+    if folder == BUILTIN_MANIFESTS:
+        return PluginRecord(manifest, folder, "builtin", distribution)
+    if manifest.namespace == BUILTIN_NAMESPACE:
+        raise RegistryError(f"{folder}: the namespace '{BUILTIN_NAMESPACE}/' is reserved for this project's "
+                            "built-in plugins")
+    if manifest.weights_source != "folder":
+        raise RegistryError(f"{folder}: only built-in plugins may take their weights from `models pull`")
+    refuse_links(folder)
+    refuse_pickles(folder)
+    return PluginRecord(manifest, folder, "entry-point", distribution)
 
 
 def entry_point_signature(group: str = ENTRY_POINT_GROUP) -> str:

@@ -23,8 +23,8 @@ _HEADER_LIMIT = 100 * 1024 * 1024  # a safetensors header larger than this is no
 class ArchiveLimits:
     """What an archive may hold. Generous for plugins (~60 MB of weights), tight for zip bombs."""
 
-    max_member_bytes: int = 4 * 1024**3
-    max_total_bytes: int = 16 * 1024**3
+    max_member_bytes: int = 2 * 1024**3
+    max_total_bytes: int = 4 * 1024**3
     max_members: int = 10_000
 
 
@@ -54,18 +54,34 @@ def check_safetensors(path: Path) -> None:
         raise InstallRefused(path, reason) from None
 
 
+def _looks_pickled(path: Path) -> bool:
+    """Pickle streams start with PROTO (0x80, protocol 2-5); torch.save files are zip archives."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head == b"PK\x03\x04"
+
+
 def refuse_pickles(folder: Path) -> None:
-    """Refuse any file in `folder` whose format can run code when loaded (pickled weights)."""
+    """Refuse any file in `folder` that is, or is named like, a pickle or a torch checkpoint (they can run code
+    when loaded), and sharded-weight indexes (they would make a loader read files the manifest does not list)."""
+    hint = "convert weights to safetensors (official weights: `diffplugin models convert`)"
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:
-            raise InstallRefused(path, f"pickled files ({path.suffix}) can run code when loaded and are refused; "
-                                       "convert weights to safetensors (official weights: `diffplugin models convert`)")
+        if not path.is_file():
+            continue
+        if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
+            raise InstallRefused(path, f"pickled files and torch checkpoints can run code when loaded and are "
+                                       f"refused; {hint}")
+        if path.name.endswith(".index.json"):
+            raise InstallRefused(path, "sharded weights are refused: list each .safetensors file in the manifest")
 
 
 def refuse_links(folder: Path) -> None:
+    """Refuse links and anything that is not a plain file or folder (a link could point anywhere)."""
     for path in sorted(folder.rglob("*")):
         if path.is_symlink():
             raise InstallRefused(path, "symbolic links are refused in a plugin")
+        if not (path.is_file() or path.is_dir()):
+            raise InstallRefused(path, "only plain files and folders are allowed in a plugin")
 
 
 # ------------------------------------------------------------------------------------------------ archives
@@ -180,5 +196,8 @@ def plugin_root(extracted: Path, manifest_name: str) -> Path:
 def copy_tree(source: Path, dest: Path) -> None:
     """Copy a plugin folder, refusing links (a link could point anywhere on the machine)."""
     refuse_links(source)
-    shutil.copytree(source, dest, symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".DS_Store"))
+    try:
+        shutil.copytree(source, dest, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".DS_Store"))
+    except (shutil.Error, OSError) as err:
+        raise InstallRefused(source, f"cannot be copied ({err})") from None

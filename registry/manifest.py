@@ -24,9 +24,9 @@ BUILTIN_NAMESPACE = "diffplugin"
 #: What a diffplugin-kind plugin's weights must include (the TaskPlugin folder layout).
 DIFFPLUGIN_WEIGHTS = ("tpb/diffusion_pytorch_model.safetensors", "scb/diffusion_pytorch_model.safetensors")
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}/[a-z0-9][a-z0-9_-]{0,63}$")
-_TASK = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}/[a-z0-9][a-z0-9_-]{0,63}")
+_TASK = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _NON_COMMERCIAL = re.compile(r"(^|[-\s])NC([-\s]|$)|non[-\s]?commercial", re.IGNORECASE)
 
 
@@ -83,7 +83,7 @@ class PythonSpec(_Strict):
     @field_validator("entry_point")
     @classmethod
     def _entry_point(cls, value: str) -> str:
-        if not _ENTRY_POINT.match(value):
+        if not _ENTRY_POINT.fullmatch(value):
             raise ValueError(f"'{value}' is not of the form 'module:callable'")
         return value
 
@@ -116,23 +116,29 @@ class PluginManifest(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _ID.match(value):
+        if not _ID.fullmatch(value):
             raise ValueError(f"'{value}' is not 'namespace/name' (lower case letters, digits, '-' and '_')")
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _quoted_version(cls, value: object) -> object:
+        if isinstance(value, (int, float)):
+            raise ValueError(f"YAML read {value!r} as a number: put the version in quotes (e.g. \"2.10\")")
         return value
 
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
         try:
-            Version(value)
+            return str(Version(value))  # normalised, so "1.0" and "1.0.0" or " 1.0" cannot sit side by side
         except InvalidVersion:
             raise ValueError(f"'{value}' is not a valid version (e.g. 1.0.0)") from None
-        return value
 
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, value: list[str]) -> list[str]:
-        bad = [t for t in value if not _TASK.match(t)]
+        bad = [t for t in value if not _TASK.fullmatch(t)]
         if bad:
             raise ValueError(f"task ids must be lower case words: {', '.join(bad)}")
         return value
@@ -209,7 +215,11 @@ def load_manifest(folder_or_file: str | Path) -> PluginManifest:
         path = path / MANIFEST_FILE
     if not path.is_file():
         raise ManifestError(path, None, "file not found: a plugin folder needs a diffplugin.yaml manifest")
-    return parse_manifest(path.read_text(encoding="utf-8"), path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(path, None, f"cannot be read as UTF-8 text ({err})") from None
+    return parse_manifest(text, path)
 
 
 def dump_manifest(manifest: PluginManifest) -> str:

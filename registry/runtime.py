@@ -3,14 +3,19 @@ place weights are checked again (SHA-256) before they are used."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from registry.discover import PluginRecord
 from registry.errors import InstallRefused
-from registry.manifest import MANIFEST_FILE, PluginManifest
+from registry.manifest import DIFFPLUGIN_WEIGHTS, MANIFEST_FILE, PluginManifest
 from registry.store import PluginStatus, Registry
 
 if TYPE_CHECKING:
@@ -41,8 +46,9 @@ def runnable_status(registry: Registry, plugin_id: str, version: str | None = No
     if not status.enabled:
         raise InstallRefused(manifest_file, f"'{plugin_id}' is disabled; `diffplugin plugins enable {plugin_id}`")
     if not status.trusted:
-        raise InstallRefused(manifest_file, f"'{plugin_id}' runs its own code and is not trusted yet; if you trust "
-                                            f"its author: `diffplugin plugins enable {plugin_id} --trust`", "kind")
+        ref = f"{plugin_id}@{status.active.version}"
+        raise InstallRefused(manifest_file, f"'{ref}' runs its own code and is not trusted yet; if you trust its "
+                                            f"author: `diffplugin plugins enable {ref} --trust`", "kind")
     if status.problems:
         raise InstallRefused(manifest_file, "; ".join(status.problems))
     return status
@@ -51,24 +57,79 @@ def runnable_status(registry: Registry, plugin_id: str, version: str | None = No
 def load_plugin(registry: Registry, plugin_id: str, version: str | None = None,
                 dtype: Any = None) -> TaskPlugin | PythonPlugin:
     """Load a runnable plugin: a [`TaskPlugin`] for diffplugin plugins, a [`PythonPlugin`] for code plugins."""
-    status = runnable_status(registry, plugin_id, version)
-    record = status.active
+    record = runnable_status(registry, plugin_id, version).active
+    if record.manifest.kind == "diffplugin":
+        return _load_task_plugin(registry, record, dtype)
     registry.verify(record)
-    manifest = record.manifest
-    if manifest.kind == "diffplugin":
-        from plugins.diffplugin.plugin import TaskPlugin
-        from plugins.diffplugin.settings import PluginSettings
+    return PythonPlugin(record.manifest, _import_entry_point(record), dict(record.manifest.python.options))
 
-        spec = manifest.diffplugin.model_dump(exclude={"base"})
-        settings = PluginSettings(task=manifest.tasks[0], **spec)
-        return TaskPlugin.from_pretrained(registry.weights_folder(record), dtype=dtype, settings=settings)
+
+def _load_task_plugin(registry: Registry, record: PluginRecord, dtype: Any) -> TaskPlugin:
+    """Read each weight file once, check those very bytes against the manifest, and build the branches from
+    them (no loader gets to pick other files, and nothing can change between the check and the load)."""
+    from safetensors.torch import load as load_safetensors
+
+    from plugins.diffplugin.plugin import TaskPlugin
+    from plugins.diffplugin.scb import SCBNet
+    from plugins.diffplugin.settings import PluginSettings
+    from plugins.diffplugin.tpb import TPBNet
+
+    manifest, folder = record.manifest, registry.weights_folder(record)
+    expected = {w.path: (i, w.sha256) for i, w in enumerate(manifest.weights)}
+    branches = []
+    for weights_path, model_class in zip(DIFFPLUGIN_WEIGHTS, (TPBNet, SCBNet), strict=True):
+        path = folder / weights_path
+        data = path.read_bytes()
+        if weights_path in expected:
+            index, sha256 = expected[weights_path]
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise InstallRefused(path, "SHA-256 mismatch with the manifest; the file is damaged or was changed",
+                                     field=f"weights.{index}.sha256")
+        try:
+            state = load_safetensors(data)
+        except Exception as err:
+            raise InstallRefused(path, f"not a safetensors file ({err})") from None
+        config = json.loads((path.parent / "config.json").read_text())
+        model = model_class.from_config(config)
+        model.load_state_dict(state, strict=True)
+        branches.append(model.to(dtype=dtype) if dtype is not None else model)
+    spec = manifest.diffplugin.model_dump(exclude={"base"})
+    return TaskPlugin(*branches, PluginSettings(task=manifest.tasks[0], **spec))
+
+
+def _import_entry_point(record: PluginRecord) -> Callable[..., Any]:
+    manifest = record.manifest
     module_name, _, attribute = manifest.python.entry_point.partition(":")
-    folder = str(record.folder)
-    if record.source == "installed" and folder not in sys.path:
-        sys.path.insert(0, folder)  # the plugin's own module sits beside its manifest
     try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as err:
+        if record.source == "installed":
+            module = _import_from_folder(record, module_name)
+        else:  # a pip-installed package: import it as installed
+            module = importlib.import_module(module_name)
+        return getattr(module, attribute)
+    except (ImportError, AttributeError, OSError) as err:
         raise InstallRefused(record.folder / MANIFEST_FILE, f"cannot load {manifest.python.entry_point}: {err}",
                              "python.entry_point") from None
-    return PythonPlugin(manifest, function, dict(manifest.python.options))
+
+
+def _import_from_folder(record: PluginRecord, module_name: str) -> ModuleType:
+    """Import the plugin's module from its own folder under a name of its own, so two plugins (or two versions
+    of one) with the same module name never share code, and nothing is added to sys.path."""
+    top, *rest = module_name.split(".")
+    package_init = record.folder / top / "__init__.py"
+    location = package_init if package_init.is_file() else record.folder / f"{top}.py"
+    # Keyed by folder and content: a reinstalled plugin with new code never gets the old module back.
+    key = hashlib.sha1(f"{record.folder.resolve()}\0".encode() + location.read_bytes()).hexdigest()[:16]
+    unique = f"_diffplugin_{key}_{top}"
+    if unique not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            unique, location, submodule_search_locations=[str(location.parent)] if package_init.is_file() else None)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no module '{top}' in {record.folder}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[unique]
+            raise
+    return importlib.import_module(".".join([unique, *rest]))

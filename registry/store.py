@@ -19,8 +19,15 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks; one registry command at a time
+    fcntl = None
 
 from packaging.version import Version
 from pydantic import BaseModel, Field
@@ -44,6 +51,7 @@ STATE_FILE = "state.json"
 STORE_FOLDER = "plugins"
 INDEX_FOLDER = "index"
 STAGING_FOLDER = ".staging"
+UNSAVED = "unsaved"
 
 
 class Trust(BaseModel):
@@ -55,17 +63,19 @@ class Trust(BaseModel):
 class PluginState(BaseModel):
     active: str | None = None
     enabled: bool = True
-    trust: Trust | None = None
+    trust: dict[str, Trust] = Field(default_factory=dict,
+                                    description="Per '<version> <source>': trust covers the code the user saw.")
 
 
 class RegistryState(BaseModel):
+    epoch: str = Field(default_factory=lambda: uuid.uuid4().hex, description="New for every new state file.")
     generation: int = 0
     plugins: dict[str, PluginState] = Field(default_factory=dict)
 
 
 @dataclass
 class PluginStatus:
-    """One plugin id as the user sees it: the active version, the others, and whether it can run."""
+    """One plugin id as the user sees it: the chosen version, the others, and whether it can run."""
 
     id: str
     active: PluginRecord
@@ -100,23 +110,35 @@ class InstallResult:
     warnings: list[str]
 
 
+def _user_paths(message: str, work: Path, source: Path) -> str:
+    """Rewrite staging paths in a message as the user's own paths (`archive.zip:member` for archives)."""
+    if source.name == MANIFEST_FILE:
+        source = source.parent
+    for staged in sorted(work.rglob("*"), key=lambda p: len(str(p)), reverse=True):
+        if staged.is_dir() and (staged / MANIFEST_FILE).is_file() and str(staged) in message:
+            replacement = f"{source}:" if is_archive(source) else f"{source}/"
+            message = message.replace(f"{staged}/", replacement).replace(str(staged), str(source))
+    return message.replace(str(work), str(source))
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _version_key(version: str) -> Version:
-    return Version(version)
+def _trust_key(record: PluginRecord) -> str:
+    return f"{record.version} {record.source}"
 
 
 class Registry:
     """The single source of truth for which plugins exist. Reads manifests only; never imports plugin code."""
 
     def __init__(self, root: str | Path, models_dir: str | Path | None = None, entry_points: bool = True) -> None:
-        self.root = Path(root)
-        self.models_dir = Path(models_dir) if models_dir else None
+        self.root = Path(root).expanduser()
+        self.models_dir = Path(models_dir).expanduser() if models_dir else None
         self.use_entry_points = entry_points
         self._discovered: list[DiscoverResult] | None = None
         self._entry_point_signature: str | None = None
+        self._damaged: list[str] = []
         self._index = None
 
     # ------------------------------------------------------------------ state
@@ -126,7 +148,7 @@ class Registry:
 
     def load_state(self) -> RegistryState:
         if not self.state_file.is_file():
-            return RegistryState()
+            return RegistryState(epoch=UNSAVED)  # stable until the first save gives it an epoch of its own
         try:
             return RegistryState.model_validate_json(self.state_file.read_text())
         except ValueError as err:
@@ -134,11 +156,35 @@ class Registry:
 
     def _save_state(self, state: RegistryState) -> None:
         state.generation += 1
+        if state.epoch == UNSAVED:
+            state.epoch = uuid.uuid4().hex
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.root)
-        with os.fdopen(fd, "w") as f:
-            f.write(state.model_dump_json(indent=2))
-        os.replace(tmp, self.state_file)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(state.model_dump_json(indent=2))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One change at a time across processes (two installs must not both rewrite state.json)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        handle = os.open(self.root, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
 
     # ------------------------------------------------------------------ what exists
     def discovered(self) -> list[DiscoverResult]:
@@ -147,17 +193,19 @@ class Registry:
         return self._discovered
 
     def discovery_errors(self) -> list[str]:
-        return [f"{d.origin}: {d.error}" for d in self.discovered() if d.error]
+        self.records()
+        return [f"{d.origin}: {d.error}" for d in self.discovered() if d.error] + self._damaged
 
     def records(self) -> list[PluginRecord]:
         """Every version of every plugin: entry points (built-in and third-party), then installed folders."""
         found = [d.record for d in self.discovered() if d.record is not None]
+        self._damaged = []
         store = self.root / STORE_FOLDER
         for manifest_file in sorted(store.glob(f"*/*/*/{MANIFEST_FILE}")):
             try:
                 found.append(PluginRecord(load_manifest(manifest_file), manifest_file.parent, "installed"))
-            except RegistryError:
-                continue  # a damaged installed copy shows up in `validate`, not as a crash of every command
+            except RegistryError as err:  # reported by `plugins list`, not a crash of every command
+                self._damaged.append(f"installed copy damaged: {err}")
         return found
 
     def plugins(self) -> list[PluginStatus]:
@@ -165,33 +213,31 @@ class Registry:
         by_id: dict[str, list[PluginRecord]] = {}
         for record in self.records():
             by_id.setdefault(record.id, []).append(record)
-        return [self._status(pid, versions, state.plugins.get(pid, PluginState()))
+        return [self._status(versions, state.plugins.get(pid, PluginState()))
                 for pid, versions in sorted(by_id.items())]
 
     def get(self, plugin_id: str, version: str | None = None) -> PluginStatus:
-        for status in self.plugins():
-            if status.id == plugin_id:
-                if version is not None and version != status.active.version:
-                    record = self.record(plugin_id, version)
-                    return PluginStatus(status.id, record, status.versions, status.enabled, status.trusted,
-                                        status.trust, self._problems(record))
-                return status
-        known = ", ".join(s.id for s in self.plugins()[:10])
-        raise PluginNotFound(f"no plugin '{plugin_id}' (known: {known or 'none'}); see `diffplugin plugins list`")
+        """The plugin's status for its active version, or for `version` (trust is judged for that version)."""
+        versions = [r for r in self.records() if r.id == plugin_id]
+        if not versions:
+            known = ", ".join(s.id for s in self.plugins()[:10])
+            raise PluginNotFound(f"no plugin '{plugin_id}' (known: {known or 'none'}); see `diffplugin plugins list`")
+        chosen = None
+        if version is not None:
+            chosen = next((r for r in versions if Version(r.version) == Version(version)), None)
+            if chosen is None:
+                raise PluginNotFound(f"plugin '{plugin_id}' has no version {version} (it has: "
+                                     f"{', '.join(r.version for r in versions)})")
+        return self._status(versions, self.load_state().plugins.get(plugin_id, PluginState()), chosen)
 
-    def record(self, plugin_id: str, version: str) -> PluginRecord:
-        for record in self.records():
-            if record.id == plugin_id and record.version == version:
-                return record
-        raise PluginNotFound(f"plugin '{plugin_id}' has no version {version}")
-
-    def _status(self, plugin_id: str, versions: list[PluginRecord], state: PluginState) -> PluginStatus:
-        versions = sorted(versions, key=lambda r: _version_key(r.version))
-        active = next((r for r in versions if r.version == state.active), versions[-1])
-        builtin = active.builtin
-        needs_trust = active.manifest.kind == "python" and not builtin
-        trusted = not needs_trust or bool(state.trust and state.trust.granted)
-        return PluginStatus(plugin_id, active, [r.version for r in versions], state.enabled, trusted, state.trust,
+    def _status(self, versions: list[PluginRecord], state: PluginState,
+                chosen: PluginRecord | None = None) -> PluginStatus:
+        versions = sorted(versions, key=lambda r: (Version(r.version), r.source))
+        active = chosen or next((r for r in versions if r.version == state.active), versions[-1])
+        trust = state.trust.get(_trust_key(active))
+        needs_trust = active.manifest.kind == "python" and not active.builtin
+        trusted = not needs_trust or bool(trust and trust.granted)
+        return PluginStatus(active.id, active, [r.version for r in versions], state.enabled, trusted, trust,
                             self._problems(active))
 
     def _problems(self, record: PluginRecord) -> list[str]:
@@ -228,57 +274,77 @@ class Registry:
     # ------------------------------------------------------------------ install
     def install(self, source: str | Path, trust: bool = False, limits: ArchiveLimits = ArchiveLimits()
                 ) -> InstallResult:
-        """Install a plugin folder or archive. Atomic: on any refusal the registry is exactly as before."""
-        source = Path(source)
+        """Install a plugin folder or archive; it becomes the active version of its id.
+
+        Atomic: on any refusal or failure the registry folder is exactly as before (a registry folder created
+        for this install is removed again)."""
+        source = Path(source).expanduser()
         if not source.exists():
             raise InstallRefused(source, "no such file or folder")
+        if source.is_dir() and self.root.resolve().is_relative_to(source.resolve()):
+            raise InstallRefused(source, "the plugin folder contains the registry folder; install from elsewhere")
+        existed = self.root.exists()
+        try:
+            with self._locked():
+                record = self._install_locked(source, trust, limits)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        return InstallResult(record, self._warnings(record.manifest))
+
+    def _install_locked(self, source: Path, trust: bool, limits: ArchiveLimits) -> PluginRecord:
         staging = self.root / STAGING_FOLDER
         staging.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="install-", dir=staging))
         try:
-            if is_archive(source):
-                extracted = work / "extracted"
-                extracted.mkdir()
-                extract_archive(source, extracted, limits)
-                staged = plugin_root(extracted, MANIFEST_FILE)
-            elif source.is_dir():
-                staged = work / "plugin"
-                copy_tree(source, staged)
-            else:
-                raise InstallRefused(source, "not a plugin folder or a .zip / .tar.gz archive")
+            staged = self._stage(source, work, limits)
             manifest = load_manifest(staged)
-            record = PluginRecord(manifest, staged, "installed")
-            self._check_installable(record, trust)
+            self._check_files(PluginRecord(manifest, staged, "installed"), trust)
+            self._check_conflicts(manifest, staged)
+            before = self.signature()
             target = self.root / STORE_FOLDER / manifest.namespace / manifest.id.split("/")[1] / manifest.version
             target.parent.mkdir(parents=True, exist_ok=True)
             staged.rename(target)
-            before = self.signature()
+            record = PluginRecord(manifest, target, "installed")
             try:
                 state = self.load_state()
                 entry = state.plugins.setdefault(manifest.id, PluginState())
                 entry.active, entry.enabled = manifest.version, True
                 if manifest.kind == "python":
-                    entry.trust = Trust(granted=True, at=_now(), how="install --trust")
+                    entry.trust[_trust_key(record)] = Trust(granted=True, at=_now(), how="install --trust")
                 self._save_state(state)
             except BaseException:
                 shutil.rmtree(target, ignore_errors=True)
                 self._prune_empty(target.parent)
                 raise
         except RegistryError as err:
-            # Name the user's file, not the staging copy that was checked.
-            message = str(err).replace(f"{work / 'extracted'}/", f"{source}:").replace(str(work / "extracted"),
-                                                                                     str(source))
-            err.args = (message.replace(str(work / "plugin"), str(source)),)
+            err.args = (_user_paths(str(err), work, source),)  # name the user's file, not the staging copy
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
             with contextlib.suppress(OSError):
                 staging.rmdir()
         self._sync_index(before, manifest.id)
-        installed = PluginRecord(manifest, target, "installed")
-        return InstallResult(installed, self._warnings(manifest))
+        return record
 
-    def _check_installable(self, record: PluginRecord, trust: bool) -> None:
+    @staticmethod
+    def _stage(source: Path, work: Path, limits: ArchiveLimits) -> Path:
+        if is_archive(source):
+            extracted = work / "extracted"
+            extracted.mkdir()
+            extract_archive(source, extracted, limits)
+            return plugin_root(extracted, MANIFEST_FILE)
+        if source.is_dir():
+            staged = work / "plugin"
+            copy_tree(source, staged)
+            return staged
+        if source.name == MANIFEST_FILE:
+            return Registry._stage(source.parent, work, limits)
+        raise InstallRefused(source, "not a plugin folder or a .zip / .tar.gz archive")
+
+    def _check_files(self, record: PluginRecord, trust: bool) -> None:
+        """What an install checks about the plugin itself (the staged copy, so nothing can change after)."""
         m, manifest_file = record.manifest, record.folder / MANIFEST_FILE
         if m.namespace == BUILTIN_NAMESPACE:
             raise InstallRefused(manifest_file, f"the namespace '{BUILTIN_NAMESPACE}/' is reserved for this "
@@ -308,15 +374,18 @@ class Registry:
                 raise InstallRefused(manifest_file, "python plugins run their own code on your machine; install "
                                                     "only if you trust the author, by passing --trust", field="kind")
         self.verify(record)
+
+    def _check_conflicts(self, manifest: PluginManifest, folder: Path) -> None:
         for existing in self.records():
-            if existing.id != m.id:
+            if existing.id != manifest.id:
                 continue
             if existing.source != "installed":
-                raise InstallRefused(manifest_file, f"'{m.id}' is already provided by the package "
-                                                    f"'{existing.distribution}'", field="id")
-            if existing.version == m.version:
-                raise InstallRefused(manifest_file, f"'{m.id}' {m.version} is already installed; remove it first "
-                                                    "or raise the version", field="version")
+                raise InstallRefused(folder / MANIFEST_FILE, f"'{manifest.id}' is already provided by the package "
+                                                             f"'{existing.distribution}'", field="id")
+            if Version(existing.version) == Version(manifest.version):
+                raise InstallRefused(folder / MANIFEST_FILE, f"'{manifest.id}' {existing.version} is already "
+                                                             "installed; remove it first or raise the version",
+                                     field="version")
 
     @staticmethod
     def _warnings(manifest: PluginManifest) -> list[str]:
@@ -325,42 +394,72 @@ class Registry:
         return []
 
     def validate(self, source: str | Path) -> tuple[PluginManifest, list[str]]:
-        """Every install check on a folder, without installing (trust is not required to validate)."""
-        folder = Path(source)
-        manifest = load_manifest(folder)
-        if folder.is_file():
-            folder = folder.parent
-        self._check_installable(PluginRecord(manifest, folder, "installed"), trust=True)
+        """Every check an install makes on the plugin itself (folder or archive), without installing it.
+        Trust is not required to validate, and an installed copy of the same version is no error."""
+        source = Path(source).expanduser()
+        if not source.exists():
+            raise InstallRefused(source, "no such file or folder")
+        with tempfile.TemporaryDirectory(prefix="diffplugin-validate-") as tmp:
+            try:
+                staged = self._stage(source, Path(tmp), ArchiveLimits())
+                manifest = load_manifest(staged)
+                self._check_files(PluginRecord(manifest, staged, "installed"), trust=True)
+            except RegistryError as err:
+                err.args = (_user_paths(str(err), Path(tmp), source),)
+                raise
         return manifest, self._warnings(manifest)
 
     # ------------------------------------------------------------------ changes
     def remove(self, plugin_id: str, version: str | None = None) -> list[str]:
         """Remove installed versions (all, or one); the active one moves to the newest left."""
-        installed = [r for r in self.records() if r.id == plugin_id and r.source == "installed"]
-        if not installed:
-            other = [r for r in self.records() if r.id == plugin_id]
-            if other:
-                raise RegistryError(f"'{plugin_id}' comes from the package '{other[0].distribution}'; uninstall "
-                                    "that package with pip, or disable the plugin")
-            raise PluginNotFound(f"no installed plugin '{plugin_id}'")
-        doomed = [r for r in installed if version is None or r.version == version]
-        if not doomed:
-            raise PluginNotFound(f"'{plugin_id}' has no installed version {version}")
-        before = self.signature()
-        state = self.load_state()
-        left = sorted((r.version for r in installed if r not in doomed), key=_version_key)
-        if left:
-            entry = state.plugins.setdefault(plugin_id, PluginState())
-            if entry.active not in left:
-                entry.active = left[-1]
-        else:
-            state.plugins.pop(plugin_id, None)
-        self._save_state(state)
-        for record in doomed:
-            shutil.rmtree(record.folder)
-            self._prune_empty(record.folder.parent)
-        self._sync_index(before, plugin_id)
+        with self._locked():
+            records = [r for r in self.records() if r.id == plugin_id]
+            installed = [r for r in records if r.source == "installed"]
+            if not installed:
+                if records:
+                    raise RegistryError(f"'{plugin_id}' comes from the package '{records[0].distribution}'; "
+                                        "uninstall that package with pip, or disable the plugin")
+                raise PluginNotFound(f"no installed plugin '{plugin_id}'")
+            doomed = [r for r in installed if version is None or Version(r.version) == Version(version)]
+            if not doomed:
+                raise PluginNotFound(f"'{plugin_id}' has no installed version {version}")
+            before = self.signature()
+            # Move the versions out of the store first (one rename each), so a failure part-way through a delete
+            # can never leave a half-deleted version that still lists.
+            trash = Path(tempfile.mkdtemp(prefix="remove-", dir=self._staging()))
+            moved = []
+            try:
+                for k, record in enumerate(doomed):
+                    record.folder.rename(trash / str(k))
+                    moved.append(record)
+                state = self.load_state()
+                left = [r for r in records if r not in doomed]
+                entry = state.plugins.get(plugin_id)
+                if entry is not None:
+                    for record in doomed:
+                        entry.trust.pop(_trust_key(record), None)
+                    if not left:
+                        state.plugins.pop(plugin_id)
+                    elif entry.active not in [r.version for r in left]:
+                        entry.active = max(left, key=lambda r: Version(r.version)).version
+                self._save_state(state)
+            except BaseException:
+                for k, record in enumerate(moved):
+                    (trash / str(k)).rename(record.folder)
+                raise
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    trash.parent.rmdir()
+            for record in doomed:
+                self._prune_empty(record.folder.parent)
+            self._sync_index(before, plugin_id)
         return [r.version for r in doomed]
+
+    def _staging(self) -> Path:
+        staging = self.root / STAGING_FOLDER
+        staging.mkdir(parents=True, exist_ok=True)
+        return staging
 
     def _prune_empty(self, folder: Path) -> None:
         """Remove empty <namespace>/<name> folders left behind, up to the store itself."""
@@ -373,26 +472,30 @@ class Registry:
             folder = folder.parent
 
     def enable(self, plugin_id: str, version: str | None = None, trust: bool = False) -> PluginStatus:
-        self.get(plugin_id, version)
-        before = self.signature()
-        state = self.load_state()
-        entry = state.plugins.setdefault(plugin_id, PluginState())
-        entry.enabled = True
-        if version is not None:
-            entry.active = version
-        if trust:
-            entry.trust = Trust(granted=True, at=_now(), how="enable --trust")
-        self._save_state(state)
-        self._sync_index(before, plugin_id)
-        return self.get(plugin_id)
+        """Enable a plugin; with `version`, make that version active; with `trust`, trust its code (that
+        version, from that source)."""
+        with self._locked():
+            status = self.get(plugin_id, version)
+            before = self.signature()
+            state = self.load_state()
+            entry = state.plugins.setdefault(plugin_id, PluginState())
+            entry.enabled = True
+            if version is not None:
+                entry.active = status.active.version
+            if trust:
+                entry.trust[_trust_key(status.active)] = Trust(granted=True, at=_now(), how="enable --trust")
+            self._save_state(state)
+            self._sync_index(before, plugin_id)
+        return self.get(plugin_id, version)
 
     def disable(self, plugin_id: str) -> PluginStatus:
-        self.get(plugin_id)
-        before = self.signature()
-        state = self.load_state()
-        state.plugins.setdefault(plugin_id, PluginState()).enabled = False
-        self._save_state(state)
-        self._sync_index(before, plugin_id)
+        with self._locked():
+            self.get(plugin_id)
+            before = self.signature()
+            state = self.load_state()
+            state.plugins.setdefault(plugin_id, PluginState()).enabled = False
+            self._save_state(state)
+            self._sync_index(before, plugin_id)
         return self.get(plugin_id)
 
     # ------------------------------------------------------------------ search
@@ -401,7 +504,8 @@ class Registry:
         plugins installed or upgraded (read once per Registry object; scanning every distribution is slow)."""
         if self._entry_point_signature is None:
             self._entry_point_signature = entry_point_signature() if self.use_entry_points else ""
-        return f"{self.load_state().generation}|{self._entry_point_signature}"
+        state = self.load_state()
+        return f"{state.epoch}|{state.generation}|{self._entry_point_signature}"
 
     def index(self):
         from registry.index import SearchIndex

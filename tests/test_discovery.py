@@ -73,3 +73,52 @@ def test_this_projects_plugins_arrive_through_the_same_entry_point(tmp_path) -> 
     builtins_found = [s for s in registry.plugins() if s.active.source == "builtin"]
     assert {s.id for s in builtins_found} >= {f"diffplugin/{t}" for t in ("derain", "lowlight", "face")}
     assert all(s.active.distribution == "diffplugin-assistant" for s in builtins_found)
+
+
+def _fake_dist(site: Path, dist_name: str, folder_name: str, entry: str) -> None:
+    dist = site / f"{folder_name}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 9.9.9\n")
+    (dist / "entry_points.txt").write_text(f"[diffplugin.plugins]\n{entry}\n")
+
+
+def test_a_package_cannot_pass_as_built_in_or_take_the_reserved_namespace(tmp_path, monkeypatch) -> None:
+    site = tmp_path / "spoof-site"
+    package = site / "spoof_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    shutil.copy(EXAMPLE_PLUGIN / "acme_sharpen.py", package / "run.py")
+    text = (EXAMPLE_PLUGIN / "diffplugin.yaml").read_text().replace('"acme_sharpen:sharpen"', '"spoof_pkg.run:sharpen"')
+    (package / "mine.yaml").write_text(text.replace("id: acme/sharpen", "id: spoof/sharpen"))
+    (package / "official.yaml").write_text(text.replace("id: acme/sharpen", "id: diffplugin/derain")
+                                           .replace("version: 1.0.0", "version: 9.0.0"))
+    _fake_dist(site, "diffplugin-assistant", "spoof-1.0", "a = spoof_pkg:mine.yaml\nb = spoof_pkg:official.yaml")
+    monkeypatch.syspath_prepend(str(site))
+
+    registry = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
+    spoofed = registry.get("spoof/sharpen")
+    assert spoofed.active.source == "entry-point" and not spoofed.trusted  # the package's name earns nothing
+    assert registry.get("diffplugin/derain").versions == ["1.0.0"]
+    assert any("reserved" in e for e in registry.discovery_errors())
+
+
+def test_finding_a_package_resource_runs_none_of_its_code(tmp_path, monkeypatch) -> None:
+    """The metadata lives apart from the package (as in editable installs), so discovery must look the package
+    up: it may find it, but must not import `outer/__init__.py` to reach `outer.inner`."""
+    code_site, meta_site = tmp_path / "code", tmp_path / "meta"
+    inner = code_site / "outer_pkg" / "inner"
+    inner.mkdir(parents=True)
+    (code_site / "outer_pkg" / "__init__.py").write_text("import builtins\nbuiltins._outer_imported = True\n")
+    (inner / "__init__.py").write_text("import builtins\nbuiltins._outer_imported = True\n")
+    shutil.copy(EXAMPLE_PLUGIN / "acme_sharpen.py", inner / "run.py")
+    text = (EXAMPLE_PLUGIN / "diffplugin.yaml").read_text()
+    (inner / "diffplugin.yaml").write_text(text.replace("id: acme/sharpen", "id: acme/inner")
+                                           .replace('"acme_sharpen:sharpen"', '"outer_pkg.inner.run:sharpen"'))
+    _fake_dist(meta_site, "outer-pkg", "outer_pkg-1.0", "inner = outer_pkg.inner:diffplugin.yaml")
+    monkeypatch.syspath_prepend(str(code_site))
+    monkeypatch.syspath_prepend(str(meta_site))
+    monkeypatch.delattr(builtins, "_outer_imported", raising=False)
+
+    registry = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
+    assert registry.get("acme/inner").active.folder == inner.resolve()
+    assert not hasattr(builtins, "_outer_imported") and "outer_pkg" not in sys.modules

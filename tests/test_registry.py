@@ -21,14 +21,24 @@ from tests.plugin_folders import diffplugin_folder, python_folder
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file (with its SHA-256) and every folder under `root`."""
+    return {str(p.relative_to(root)): sha256_file(p) if p.is_file() else "folder" for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
+    """A registry with history: one plugin installed in two versions, one disabled, so a refusal that touched
+    state.json, the store or the staging area would show in a snapshot."""
     reg = Registry(tmp_path / "registry", models_dir=tmp_path / "models")
-    reg.root.mkdir()
+    reg.install(python_folder(tmp_path / "existing-1"), trust=True)
+    reg.install(python_folder(tmp_path / "existing-2", version="1.5.0"), trust=True)
+    reg.disable("acme/sharpen")
     return reg
+
+
+@pytest.fixture
+def empty_registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "empty-registry", models_dir=tmp_path / "models")
 
 
 @pytest.fixture
@@ -69,9 +79,11 @@ def test_weights_are_checked_again_when_loaded(registry, tiny_folder) -> None:
     assert info.value.field == "weights.0.sha256" and str(weights) in str(info.value)
 
 
-def test_python_plugins_need_trust_which_is_recorded(registry, tmp_path) -> None:
+def test_python_plugins_need_trust_which_is_recorded(empty_registry, tmp_path) -> None:
+    registry = empty_registry
     folder = python_folder(tmp_path / "sharpen")
     error = refused(registry, folder, "run their own code")
+    assert not registry.root.exists()  # a registry created for a refused install is removed again
     assert error.field == "kind" and str(folder / "diffplugin.yaml") in str(error)
 
     registry.install(folder, trust=True)
@@ -87,7 +99,8 @@ def test_python_plugins_need_trust_which_is_recorded(registry, tmp_path) -> None
 
 
 @pytest.mark.parametrize("damage", ["pickle", "not-safetensors", "sha", "missing-weight", "missing-config",
-                                    "namespace", "models-pull", "symlink", "no-module"])
+                                    "namespace", "models-pull", "symlink", "no-module", "renamed-pickle",
+                                    "shard-index", "fifo"])
 def test_unsafe_or_broken_plugins_are_refused(registry, tiny_folder, tmp_path, damage) -> None:
     folder = tiny_folder
     manifest = folder / "diffplugin.yaml"
@@ -95,9 +108,11 @@ def test_unsafe_or_broken_plugins_are_refused(registry, tiny_folder, tmp_path, d
     expect, field = {
         "pickle": ("pickled files", None), "not-safetensors": ("not a safetensors file", None),
         "sha": ("SHA-256 mismatch", "weights.0.sha256"), "missing-weight": ("which is missing", "weights.1.path"),
-        "missing-config": ("missing", None), "namespace": ("reserved", "id"),
+        "missing-config": (r"scb/config\.json: missing", None), "namespace": ("reserved", "id"),
         "models-pull": ("only built-in", "weights_source"), "symlink": ("symbolic links", None),
         "no-module": ("not in the plugin folder", "python.entry_point"),
+        "renamed-pickle": ("torch checkpoints", None), "shard-index": ("sharded weights", None),
+        "fifo": ("only plain files", None),
     }[damage]
     if damage == "pickle":
         torch.save({"w": torch.zeros(1)}, folder / "extra_weights.bin")
@@ -116,15 +131,90 @@ def test_unsafe_or_broken_plugins_are_refused(registry, tiny_folder, tmp_path, d
     elif damage == "symlink":
         os.symlink("/etc/passwd", folder / "passwd")
     elif damage == "no-module":
-        folder = python_folder(tmp_path / "sharpen")
+        folder = python_folder(tmp_path / "sharpen", version="9.0.0")
         (folder / "acme_sharpen.py").unlink()
+    elif damage == "renamed-pickle":
+        torch.save({"w": torch.zeros(1)}, folder / "weights.dat")
+    elif damage == "shard-index":
+        (folder / "tpb" / "diffusion_pytorch_model.safetensors.index.json").write_text("{}")
+    elif damage == "fifo":
+        os.mkfifo(folder / "pipe")
     error = refused(registry, folder, expect, trust=True)
     if field:
         assert error.field == field
     assert str(tmp_path) in str(error) and ".staging" not in str(error)
 
 
-def test_versions_side_by_side_one_active(registry, tmp_path) -> None:
+def test_trust_is_per_version(empty_registry, tmp_path) -> None:
+    registry = empty_registry
+    registry.install(python_folder(tmp_path / "a"), trust=True)
+    registry.install(python_folder(tmp_path / "b", version="2.0.0"), trust=True)
+    state = registry.load_state()
+    state.plugins["acme/sharpen"].trust.pop("2.0.0 installed")  # as if 2.0.0 had arrived untrusted
+    registry._save_state(state)
+    assert registry.get("acme/sharpen", "1.0.0").trusted and not registry.get("acme/sharpen").trusted
+    with pytest.raises(InstallRefused, match=r"acme/sharpen@2\.0\.0' runs its own code"):
+        load_plugin(registry, "acme/sharpen")
+    assert load_plugin(registry, "acme/sharpen", "1.0.0")
+
+
+def test_versions_that_differ_only_in_spelling_are_the_same(empty_registry, tmp_path) -> None:
+    registry = empty_registry
+    registry.install(python_folder(tmp_path / "a"), trust=True)
+    refused(registry, python_folder(tmp_path / "b", version='"1.0"'), "already installed", trust=True)
+    refused(registry, python_folder(tmp_path / "c", version="2.10"), r"put the version in quotes", trust=True)
+
+
+def test_two_versions_with_the_same_module_name_run_their_own_code(empty_registry, tmp_path) -> None:
+    registry = empty_registry
+    for version, factor in (("1.0.0", 0), ("2.0.0", 1)):
+        folder = python_folder(tmp_path / version, version=version)
+        (folder / "acme_sharpen.py").write_text(
+            "from PIL import Image\n\n\ndef sharpen(image, **options):\n"
+            f"    return Image.new('RGB', image.size, ({255 * factor},) * 3)\n")
+        registry.install(folder, trust=True)
+    image = PIL.Image.new("RGB", (4, 4), (100, 100, 100))
+    assert load_plugin(registry, "acme/sharpen", "1.0.0")(image).getpixel((0, 0)) == (0, 0, 0)
+    assert load_plugin(registry, "acme/sharpen", "2.0.0")(image).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_concurrent_installs_do_not_lose_each_other(empty_registry, tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    registry = empty_registry
+    registry.root.mkdir()
+    original = Registry._check_files
+
+    def slow_check(self, record, trust) -> None:  # widen the window in which two installs could interleave
+        original(self, record, trust)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(Registry, "_check_files", slow_check)
+    folders = [python_folder(tmp_path / "one"), python_folder(tmp_path / "two", version="2.0.0")]
+    manifest = folders[1] / "diffplugin.yaml"
+    manifest.write_text(manifest.read_text().replace("id: acme/sharpen", "id: acme/sharpen-two"))
+    errors: list[BaseException] = []
+
+    def install(folder: Path) -> None:
+        try:
+            Registry(registry.root, registry.models_dir).install(folder, trust=True)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=install, args=(f,)) for f in folders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    state = registry.load_state()
+    assert sorted(state.plugins) == ["acme/sharpen", "acme/sharpen-two"] and state.generation == 2
+    assert all(registry.get(p).trusted for p in state.plugins)
+
+
+def test_versions_side_by_side_one_active(empty_registry, tmp_path) -> None:
+    registry = empty_registry
     registry.install(python_folder(tmp_path / "v1"), trust=True)
     registry.install(python_folder(tmp_path / "v11", version="1.1.0"), trust=True)
     assert registry.get("acme/sharpen").active.version == "1.1.0"
@@ -140,7 +230,8 @@ def test_versions_side_by_side_one_active(registry, tmp_path) -> None:
     assert not (registry.root / "plugins" / "acme").exists()
 
 
-def test_disabled_plugins_do_not_run(registry, tmp_path) -> None:
+def test_disabled_plugins_do_not_run(empty_registry, tmp_path) -> None:
+    registry = empty_registry
     registry.install(python_folder(tmp_path / "p"), trust=True)
     assert not registry.disable("acme/sharpen").enabled
     with pytest.raises(InstallRefused, match="disabled"):
@@ -223,6 +314,34 @@ def test_archive_links_special_files_and_oversized_members_are_refused(registry,
     big = _zip(tmp_path / "big.zip", {**_folder_members(tiny_folder), "huge.txt": b"0" * 5000})
     refused(registry, big, "oversized", limits=ArchiveLimits(max_member_bytes=4096))
     refused(registry, big, "exceed", limits=ArchiveLimits(max_total_bytes=10_000))
+    refused(registry, big, "more than 3 members", limits=ArchiveLimits(max_members=3))
+
+    liar = tmp_path / "liar.zip"  # a header that claims 10 bytes for a 5000-byte member
+    with zipfile.ZipFile(liar, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in _folder_members(tiny_folder).items():
+            zf.writestr(name, data)
+        zf.writestr("huge.txt", b"0" * 5000)
+    raw = bytearray(liar.read_bytes())
+    for marker in (b"PK\x03\x04", b"PK\x01\x02"):  # local and central headers of huge.txt
+        start = raw.rfind(marker)
+        offset = 22 if marker == b"PK\x03\x04" else 24
+        raw[start + offset:start + offset + 4] = (10).to_bytes(4, "little")
+    liar.write_bytes(bytes(raw))
+    refused(registry, liar, "oversized|not a readable zip", limits=ArchiveLimits(max_member_bytes=4096))
+
+    for kind, match in ((tarfile.LNKTYPE, "is a link"), (tarfile.CHRTYPE, "special file")):
+        odd = tmp_path / f"odd-{kind!r}.tar"
+        with tarfile.open(odd, "w") as tf:
+            tf.add(tiny_folder, arcname=".")
+            member = tarfile.TarInfo("odd")
+            member.type, member.linkname = kind, "diffplugin.yaml"
+            tf.addfile(member)
+        refused(registry, odd, match)
+
+    windows = _zip(tmp_path / "win.zip", {**_folder_members(tiny_folder), "..\\..\\evil.txt": b"x"})
+    refused(registry, windows, "climbs out")
+    drive = _zip(tmp_path / "drive.zip", {**_folder_members(tiny_folder), "C:\\evil.txt": b"x"})
+    refused(registry, drive, "absolute path")
 
     fifo_only = tmp_path / "fifo.tar"
     with tarfile.open(fifo_only, "w") as tf:
@@ -243,14 +362,23 @@ def test_archive_without_a_manifest_or_not_an_archive(registry, tmp_path) -> Non
 def test_failure_while_recording_state_leaves_nothing_installed(registry, tmp_path, monkeypatch) -> None:
     before = snapshot(registry.root)
 
-    def broken_save(state) -> None:
+    def disk_full(src, dst) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(registry, "_save_state", broken_save)
+    monkeypatch.setattr("registry.store.os.replace", disk_full)  # the real save runs up to its final rename
     with pytest.raises(OSError, match="disk full"):
-        registry.install(python_folder(tmp_path / "p"), trust=True)
+        registry.install(python_folder(tmp_path / "p", version="3.0.0"), trust=True)
     assert snapshot(registry.root) == before
-    assert not (registry.root / "plugins" / "acme" / "sharpen").exists()
+
+
+def test_an_unreadable_manifest_is_named_not_a_crash(registry, tmp_path) -> None:
+    folder = python_folder(tmp_path / "latin1", version="7.0.0")
+    (folder / "diffplugin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    refused(registry, folder, "cannot be read as UTF-8", trust=True)
+    installed = registry.get("acme/sharpen", "1.5.0").active.folder / "diffplugin.yaml"
+    installed.write_bytes(b"\xff\xfe broken")
+    assert [s.id for s in registry.plugins() if s.id == "acme/sharpen"] == ["acme/sharpen"]  # 1.0.0 still listed
+    assert any("installed copy damaged" in e and str(installed) in e for e in registry.discovery_errors())
 
 
 def test_damaged_state_file_is_reported(registry) -> None:
@@ -259,10 +387,14 @@ def test_damaged_state_file_is_reported(registry) -> None:
         registry.plugins()
 
 
-def test_validate_checks_without_installing(registry, tiny_folder) -> None:
+def test_validate_checks_without_installing(registry, tiny_folder, tmp_path) -> None:
+    before = snapshot(registry.root)
     manifest, warnings = registry.validate(tiny_folder)
     assert manifest.id == "acme/derain-tiny" and warnings == []
-    assert not (registry.root / "plugins").exists()
+    assert registry.validate(_zip(tmp_path / "p.zip", _folder_members(tiny_folder)))[0].id == "acme/derain-tiny"
+    assert snapshot(registry.root) == before
+    registry.install(tiny_folder)
+    assert registry.validate(tiny_folder)[0].version == "1.0.0"  # an installed copy is not a validation error
     (tiny_folder / "tpb" / "diffusion_pytorch_model.safetensors").write_bytes(b"junk")
     with pytest.raises(InstallRefused, match="not a safetensors file"):
         registry.validate(tiny_folder)
