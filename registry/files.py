@@ -123,6 +123,21 @@ class _Budget:
             raise InstallRefused(self.archive, f"member '{name}' is oversized ({declared:,} bytes > "
                                                f"{self.limits.max_member_bytes:,})")
 
+    def extract(self, dest: Path, name: str, declared: int, is_dir: bool, opener) -> None:
+        """Check one member and write it under `dest` (folders are just created)."""
+        member = _checked_name(self.archive, name)
+        self.member(name, declared)
+        target = dest.joinpath(*member.parts)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = opener()
+        if source is None:
+            raise InstallRefused(self.archive, f"member '{name}' cannot be read")
+        with source:
+            self.copy(name, source, target)
+
     def copy(self, name: str, source, target: Path) -> None:
         written = 0
         with target.open("wb") as out:
@@ -142,18 +157,9 @@ def _extract_zip(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                member = _checked_name(archive, info.filename)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
+                if stat.S_ISLNK(info.external_attr >> 16):
                     raise InstallRefused(archive, f"member '{info.filename}' is a symbolic link")
-                budget.member(info.filename, info.file_size)
-                target = dest.joinpath(*member.parts)
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as source:
-                    budget.copy(info.filename, source, target)
+                budget.extract(dest, info.filename, info.file_size, info.is_dir(), lambda i=info: zf.open(i))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as err:
         raise InstallRefused(archive, f"not a readable zip archive ({err})") from None
 
@@ -163,22 +169,12 @@ def _extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     try:
         with tarfile.open(archive) as tf:
             for info in tf:
-                member = _checked_name(archive, info.name)
+                _checked_name(archive, info.name)
                 if info.issym() or info.islnk():
                     raise InstallRefused(archive, f"member '{info.name}' is a link")
                 if not (info.isfile() or info.isdir()):
                     raise InstallRefused(archive, f"member '{info.name}' is a special file")
-                budget.member(info.name, info.size)
-                target = dest.joinpath(*member.parts)
-                if info.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tf.extractfile(info)
-                if source is None:
-                    raise InstallRefused(archive, f"member '{info.name}' cannot be read")
-                with source:
-                    budget.copy(info.name, source, target)
+                budget.extract(dest, info.name, info.size, info.isdir(), lambda i=info: tf.extractfile(i))
     except (tarfile.TarError, OSError, EOFError) as err:
         raise InstallRefused(archive, f"not a readable tar archive ({err})") from None
 

@@ -30,6 +30,13 @@ _ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _NON_COMMERCIAL = re.compile(r"(^|[-\s])NC([-\s]|$)|non[-\s]?commercial", re.IGNORECASE)
 
 
+def _not_a_number(value: object, what: str) -> object:
+    """YAML turns unquoted 2.10 into 2.1 and all-digit hashes into integers: ask for quotes instead."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"YAML read {value!r} as a number: put {what} in quotes")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,12 +50,7 @@ class WeightFile(_Strict):
     path: str = Field(description="Path relative to the manifest, with '/' separators. Must end in .safetensors.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the file.")
 
-    @field_validator("sha256", mode="before")
-    @classmethod
-    def _quoted(cls, value: object) -> object:
-        if not isinstance(value, str):
-            raise ValueError("must be a string: put the SHA-256 in quotes (YAML read it as a number)")
-        return value
+    _quoted = field_validator("sha256", mode="before")(lambda cls, value: _not_a_number(value, "the SHA-256"))
 
     @field_validator("path")
     @classmethod
@@ -120,12 +122,7 @@ class PluginManifest(_Strict):
             raise ValueError(f"'{value}' is not 'namespace/name' (lower case letters, digits, '-' and '_')")
         return value
 
-    @field_validator("version", mode="before")
-    @classmethod
-    def _quoted_version(cls, value: object) -> object:
-        if isinstance(value, (int, float)):
-            raise ValueError(f"YAML read {value!r} as a number: put the version in quotes (e.g. \"2.10\")")
-        return value
+    _quoted_version = field_validator("version", mode="before")(lambda cls, value: _not_a_number(value, "the version"))
 
     @field_validator("version")
     @classmethod
