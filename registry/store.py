@@ -19,7 +19,6 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,6 @@ STATE_FILE = "state.json"
 STORE_FOLDER = "plugins"
 INDEX_FOLDER = "index"
 STAGING_FOLDER = ".staging"
-UNSAVED = "unsaved"
 
 
 class Trust(BaseModel):
@@ -68,8 +66,7 @@ class PluginState(BaseModel):
 
 
 class RegistryState(BaseModel):
-    epoch: str = Field(default_factory=lambda: uuid.uuid4().hex, description="New for every new state file.")
-    generation: int = 0
+    generation: int = Field(0, description="Counts the changes made to this registry.")
     plugins: dict[str, PluginState] = Field(default_factory=dict)
 
 
@@ -148,7 +145,7 @@ class Registry:
 
     def load_state(self) -> RegistryState:
         if not self.state_file.is_file():
-            return RegistryState(epoch=UNSAVED)  # stable until the first save gives it an epoch of its own
+            return RegistryState()
         try:
             return RegistryState.model_validate_json(self.state_file.read_text())
         except ValueError as err:
@@ -156,8 +153,6 @@ class Registry:
 
     def _save_state(self, state: RegistryState) -> None:
         state.generation += 1
-        if state.epoch == UNSAVED:
-            state.epoch = uuid.uuid4().hex
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.root)
         try:
@@ -243,6 +238,8 @@ class Registry:
     def _problems(self, record: PluginRecord) -> list[str]:
         m = record.manifest
         if m.weights_source == "models-pull":
+            if self.models_dir is None:
+                return ["this registry was opened without a models folder, so the weights cannot be found"]
             folder = self.weights_folder(record)
             if not all((folder / w).is_file() for w in DIFFPLUGIN_WEIGHTS):
                 return [f"weights not downloaded: run `diffplugin models pull --task {m.tasks[0]}`"]
@@ -504,8 +501,12 @@ class Registry:
         plugins installed or upgraded (read once per Registry object; scanning every distribution is slow)."""
         if self._entry_point_signature is None:
             self._entry_point_signature = entry_point_signature() if self.use_entry_points else ""
-        state = self.load_state()
-        return f"{state.epoch}|{state.generation}|{self._entry_point_signature}"
+        try:  # every change replaces state.json (a new inode): its stat is a change marker that costs microseconds
+            info = self.state_file.stat()
+            marker = f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
+        except FileNotFoundError:
+            marker = "no-state"
+        return f"{marker}|{self._entry_point_signature}"
 
     def index(self):
         from registry.index import SearchIndex
@@ -525,9 +526,15 @@ class Registry:
 
     def search(self, text: str, limit: int = 5):
         """Plugins ranked by how well their description, tasks and examples match `text`."""
+        if not text.strip():
+            raise ValueError("search text is empty")
         index = self.index()
         index.ensure(self.signature(), self.searchable)
-        return index.search(text, limit)
+        try:
+            return index.search(text, limit)
+        except Exception:
+            index.rebuild(self.searchable(), self.signature())
+            return index.search(text, limit)
 
     def reindex(self, progress=None) -> int:
         """Rebuild the search index from the manifests; returns the number of plugins indexed.
