@@ -726,8 +726,8 @@ def print_table(r: dict[str, Any]) -> None:
                  "collection_count", "embed_query", "chroma_query_by_embedding"):
         if name not in b:
             continue
-        note = {"collection_count": " (x2 per search)", "state_json_read": " (part of the signature)",
-                "state_json_validate": " (part of the signature)"}.get(name, "")
+        note = {"state_json_read": " (not part of a search since 4af550c)",
+                "state_json_validate": " (not part of a search since 4af550c)"}.get(name, "")
         print(f"  {name:<28} median {b[name]['median_ms']:8.2f} ms   p95 {b[name]['p95_ms']:8.2f} ms{note}")
     print(f"  {'sum of the medians':<28}        {b['sum_of_medians_ms']:8.2f} ms")
     print("\nbuilt-in plugin found among the distractors:")
