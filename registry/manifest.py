@@ -32,6 +32,12 @@ _ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _NON_COMMERCIAL = re.compile(r"(^|[-\s])NC([-\s]|$)|non[-\s]?commercial", re.IGNORECASE)
 
 
+def _fullmatch(pattern: re.Pattern[str], value: str, expected: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"'{value}' is not {expected}")
+    return value
+
+
 def _not_a_number(value: object, what: str) -> object:
     """YAML turns unquoted 2.10 into 2.1 and all-digit hashes into integers: ask for quotes instead."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -84,12 +90,8 @@ class PythonSpec(_Strict):
         default_factory=dict, description="Default keyword options passed to the callable."
     )
 
-    @field_validator("entry_point")
-    @classmethod
-    def _entry_point(cls, value: str) -> str:
-        if not _ENTRY_POINT.fullmatch(value):
-            raise ValueError(f"'{value}' is not of the form 'module:callable'")
-        return value
+    _entry_point = field_validator("entry_point")(
+        lambda cls, value: _fullmatch(_ENTRY_POINT, value, "of the form 'module:callable'"))
 
 
 class PluginManifest(_Strict):
@@ -117,12 +119,8 @@ class PluginManifest(_Strict):
     homepage: str | None = Field(None, description="Project page (http or https).")
     gpu_memory_mb: int | None = Field(None, ge=0, description="Estimated extra GPU memory when loaded, in MiB.")
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _ID.fullmatch(value):
-            raise ValueError(f"'{value}' is not 'namespace/name' (lower case letters, digits, '-' and '_')")
-        return value
+    _id = field_validator("id")(
+        lambda cls, value: _fullmatch(_ID, value, "'namespace/name' (lower case letters, digits, '-' and '_')"))
 
     _quoted_version = field_validator("version", mode="before")(lambda cls, value: _not_a_number(value, "the version"))
 
