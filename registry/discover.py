@@ -22,7 +22,6 @@ from registry.files import refuse_links, refuse_pickles
 from registry.manifest import BUILTIN_NAMESPACE, PluginManifest, load_manifest
 
 ENTRY_POINT_GROUP = "diffplugin.plugins"
-BUILTIN_DISTRIBUTION = "diffplugin-assistant"
 #: Where this project's own manifests are. Built-in (trusted) is decided by location, never by a package's
 #: self-declared name, which any distribution could copy.
 BUILTIN_MANIFESTS = (Path(__file__).resolve().parent.parent / "plugins" / "diffplugin" / "manifests").resolve()

@@ -291,8 +291,7 @@ class Registry:
         return InstallResult(record, self._warnings(record.manifest))
 
     def _install_locked(self, source: Path, trust: bool, limits: ArchiveLimits) -> PluginRecord:
-        staging = self.root / STAGING_FOLDER
-        staging.mkdir(parents=True, exist_ok=True)
+        staging = self._staging()
         work = Path(tempfile.mkdtemp(prefix="install-", dir=staging))
         try:
             staged = self._stage(source, work, limits)

@@ -108,10 +108,6 @@ class SCBNet(ModelMixin, ConfigMixin):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    @property
-    def num_residuals(self) -> int:
-        return len(self.controlnet_down_blocks)
-
     def forward(
         self,
         cond_latent: torch.Tensor,
@@ -120,7 +116,7 @@ class SCBNet(ModelMixin, ConfigMixin):
         conditioning_scale: float = 1.0,
         return_dict: bool = True,
     ) -> SCBOutput | tuple[tuple[torch.Tensor, ...]]:
-        """Residuals for the UNet's first `num_residuals` skips.
+        """Residuals for the UNet's first `layers_per_block + 1` skips.
 
         Args:
             cond_latent (`torch.Tensor` [B, 4, h, w]): Scaled VAE posterior mean of the degraded photo.
