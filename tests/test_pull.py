@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from plugins.diffplugin.errors import PullError
 from plugins.diffplugin.pipeline import DiffPluginPipeline
 from plugins.diffplugin.plugin import TaskPlugin
-from plugins.diffplugin.pull import OFFICIAL_URL, download_official, pull
-from plugins.diffplugin.selector import SelectorHeads
+from plugins.diffplugin.pull import OFFICIAL_URL, SELECTOR_TEXT_FOLDER, download_official, pull
+from plugins.diffplugin.selector import PaperSelector, SelectorHeads
+from plugins.diffplugin.tiny import make_tiny_text_encoder
 from tests.official_format import randomize, write_official_selector, write_official_task
 
 
@@ -55,6 +59,53 @@ def test_pull_from_local_folders_gives_a_ready_models_folder(tmp_path, tiny_base
     plugins = [TaskPlugin.from_pretrained(tmp_path / "models" / "plugins" / t) for t in ("derain", "lowlight")]
     out = pipe(photo, plugins, num_inference_steps=2, short_side=32, generator=torch.Generator().manual_seed(0))
     assert out.images[0].size == photo.size
+    # The tiny base has no text encoder: paper mode's folder is skipped with a note, nothing fails.
+    assert result.selector_text is None and not (tmp_path / "models" / SELECTOR_TEXT_FOLDER).exists()
+    assert len(result.notes) == 1 and "no text_encoder/" in result.notes[0] and SELECTOR_TEXT_FOLDER in result.notes[0]
+
+
+@pytest.fixture
+def base_with_text_encoder(tmp_path: Path, tiny_base_dir: Path) -> Path:
+    """The tiny base plus text_encoder/ and tokenizer/, as an SD-1.x folder has them."""
+    base = tmp_path / "base-with-text"
+    shutil.copytree(tiny_base_dir, base)
+    make_tiny_text_encoder(base, seed=4)
+    return base
+
+
+def test_pull_saves_the_text_encoder_for_the_paper_selector(tmp_path, base_with_text_encoder) -> None:
+    release = tmp_path / "pre-trained"
+    write_official_selector(release, randomize(SelectorHeads(embed_dim=32), 3))
+    models = tmp_path / "models"
+
+    result = pull(models, base=str(base_with_text_encoder), official=str(release), tasks=[])
+
+    text_dir = models / SELECTOR_TEXT_FOLDER
+    assert result.selector_text == str(text_dir) and result.notes == []
+    original = CLIPTextModel.from_pretrained(base_with_text_encoder, subfolder="text_encoder")
+    saved = CLIPTextModel.from_pretrained(text_dir, subfolder="text_encoder")
+    for key, tensor in original.state_dict().items():
+        assert torch.equal(saved.state_dict()[key], tensor), key
+    tokenizer = CLIPTokenizer.from_pretrained(text_dir, subfolder="tokenizer")
+    assert tokenizer("remove the rain").input_ids == CLIPTokenizer.from_pretrained(
+        base_with_text_encoder, subfolder="tokenizer")("remove the rain").input_ids
+    # What pull wrote is all paper mode needs.
+    selector = PaperSelector.from_pretrained(models / "plugin_selector", text_dir)
+    assert list(selector.scores("remove the rain", {"derain": torch.randn(4, 32)})) == ["derain", None]
+
+    again = pull(models, base=str(base_with_text_encoder), official=None)
+    assert str(text_dir) in again.kept and again.selector_text == str(text_dir)
+
+
+def test_an_unloadable_text_encoder_is_a_note_not_a_failed_pull(tmp_path, base_with_text_encoder) -> None:
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (base_with_text_encoder / "tokenizer" / name).unlink()
+
+    result = pull(tmp_path / "models", base=str(base_with_text_encoder), official=None)
+
+    assert result.base == str(tmp_path / "models" / "base") and result.selector_text is None
+    assert len(result.notes) == 1 and "tokenizer" in result.notes[0]
+    assert not (tmp_path / "models" / SELECTOR_TEXT_FOLDER).exists()
 
 
 def test_unknown_task_is_named(tmp_path) -> None:

@@ -1,1 +1,30 @@
-"""The Plugin-Selector: which plugins a request asks for, or none ("out of scope")."""
+"""The Plugin-Selector: which plugins a request asks for, in the order the user named them, or none.
+
+`load_selector` gives the offline selector (MiniLM, shipped weights, no downloads), or, when a photo is given and
+the paper's selector weights have been pulled, one that also uses the photo (see `image.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from assistant.selector.model import WEIGHTS, Candidate, OfflineSelector, SelectedPlugin, Selection
+
+__all__ = ["WEIGHTS", "Candidate", "OfflineSelector", "SelectedPlugin", "Selection", "load_selector"]
+
+
+def load_selector(registry: str | Path | None = None, weights: str | Path | None = None,
+                  image: str | Path | None = None) -> Any:
+    """A selector over the registry's enabled plugins; `weights` is a trained selector folder."""
+    from assistant.paths import models_dir, registry_dir
+    from assistant.selector.candidates import registry_candidates
+    from registry.store import Registry
+
+    store = Registry(registry or registry_dir(), models_dir=models_dir())
+    offline = OfflineSelector.load(registry_candidates(store), weights or WEIGHTS)
+    if image is None:
+        return offline
+    from assistant.selector.image import with_image
+
+    return with_image(offline, Path(image), store, models_dir())

@@ -28,6 +28,8 @@ OFFICIAL_TASK_FILES = ("scb/config.json", "scb/diffusion_pytorch_model.bin", "tp
 
 BASE_FOLDER = "base"
 PLUGINS_FOLDER = "plugins"
+#: SD's text encoder and tokenizer (`text_encoder/`, `tokenizer/`), which the paper's Plugin-Selector scores with.
+SELECTOR_TEXT_FOLDER = "selector_text"
 
 #: (what, bytes done, bytes total or None) -> None
 DownloadProgress = Callable[[str, int, int | None], None]
@@ -38,6 +40,10 @@ class PullResult(BaseModel):
     base: str | None
     plugins: list[ConvertedItem]
     kept: list[str] = Field(default_factory=list, description="Already present, left as they were.")
+    selector_text: str | None = Field(
+        default=None, description="The folder with the base's text_encoder/ and tokenizer/ (paper-mode selector)."
+    )
+    notes: list[str] = Field(default_factory=list, description="What was skipped, and why; nothing failed.")
 
 
 def pull_base(base: str, image_encoder: str, out_dir: Path) -> Path:
@@ -54,6 +60,33 @@ def pull_base(base: str, image_encoder: str, out_dir: Path) -> Path:
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def pull_selector_text(base: str | Path, out_dir: Path) -> Path | None:
+    """Save the base's `text_encoder/` and `tokenizer/` (fp32) into `out_dir`, or return None when the base has
+    none (e.g. a folder written by `DiffPluginPipeline.save_pretrained`). Raises PullError if they fail to load."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from plugins.diffplugin.selector import check_tokenizer
+
+    local = Path(base).expanduser()
+    if local.is_dir() and not (local / "text_encoder" / "config.json").is_file():
+        return None
+    try:
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", dtype=torch.float32)
+        tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+        # A missing tokenizer/ loads as a 2-token tokenizer rather than failing; catch it here, not at selection.
+        check_tokenizer(tokenizer, f"{base}/tokenizer")
+    except (OSError, ValueError) as err:
+        raise PullError(f"could not load the text encoder of '{base}' for the Plugin-Selector: "
+                        f"{str(err).splitlines()[0]}") from err
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    text_encoder.save_pretrained(tmp / "text_encoder")
+    tokenizer.save_pretrained(tmp / "tokenizer")
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir
@@ -94,8 +127,9 @@ def pull(
     overwrite: bool = False,
     progress: DownloadProgress | None = None,
 ) -> PullResult:
-    """Fetch and convert into `models_dir`: `base/` (a complete pipeline folder), `plugins/<task>/` and
-    `plugin_selector/`. What is already there is kept unless `overwrite`, so a re-run fetches only what is missing.
+    """Fetch and convert into `models_dir`: `base/` (a complete pipeline folder), `selector_text/` (the base's
+    text encoder and tokenizer, when it has them), `plugins/<task>/` and `plugin_selector/`. What is already
+    there is kept unless `overwrite`, so a re-run fetches only what is missing.
 
     `base` and `image_encoder` are hub ids or folders (`base=None` skips the base model). `official` is the
     URL of the release's `pre-trained/` folder or a local copy of it (`None` skips the plugins).
@@ -106,8 +140,10 @@ def pull(
         raise PullError(f"unknown task(s) {', '.join(unknown)}; official tasks: {', '.join(OFFICIAL_TASKS)}.")
     source = _official_source(official) if official else None
     kept: list[str] = []
+    notes: list[str] = []
 
     base_dir: Path | None = None
+    text_dir: Path | None = None
     if base:
         base_dir = models_dir / BASE_FOLDER
         if (base_dir / "model_index.json").is_file() and not overwrite:
@@ -115,6 +151,21 @@ def pull(
         else:
             models_dir.mkdir(parents=True, exist_ok=True)
             pull_base(base, image_encoder, base_dir)
+        text_dir = models_dir / SELECTOR_TEXT_FOLDER
+        if (text_dir / "text_encoder" / "config.json").is_file() and not overwrite:
+            kept.append(str(text_dir))
+        else:
+            # Only the paper-mode selector needs it; restoring with chosen plugins works without it, so a base
+            # without one (or one that fails to load) is a note, not a failed pull of everything else.
+            try:
+                pulled = pull_selector_text(base, text_dir)
+                reason = f"{base} has no text_encoder/"
+            except PullError as err:
+                pulled, reason = None, str(err)
+            if pulled is None:
+                text_dir = None
+                notes.append(f"{reason}: skipped {SELECTOR_TEXT_FOLDER}/, which the paper's Plugin-Selector needs. "
+                             "Pull again from an SD-1.x model (hub id or folder) to add it.")
 
     converted: list[ConvertedItem] = []
     if source is not None:
@@ -134,7 +185,7 @@ def pull(
                     else:
                         converted += convert_official(source / SELECTOR_FOLDER, selector_dir, overwrite=overwrite)
     return PullResult(models_dir=str(models_dir), base=str(base_dir) if base_dir else None, plugins=converted,
-                      kept=kept)
+                      kept=kept, selector_text=str(text_dir) if text_dir else None, notes=notes)
 
 
 def _official_source(official: str) -> Path | str:

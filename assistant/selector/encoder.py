@@ -1,0 +1,64 @@
+"""The selector's sentence encoder: the bundled all-MiniLM-L6-v2 with the selector's LoRA adapter merged in.
+
+The adapter is small (safetensors, ~1.4 MB) and ships with the project. The search index uses the plain
+encoder from the same bundled files (`registry.embedding`); this is a second, separately loaded copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ADAPTER_FOLDER = "adapter"
+#: The attention and feed-forward projections of every BERT layer in MiniLM.
+LORA_TARGETS = ["query", "key", "value", "dense"]
+
+
+def load_encoder(adapter: str | Path | None = None) -> Any:
+    """A fresh SentenceTransformer on CPU; with `adapter`, the trained LoRA weights merged into it."""
+    from sentence_transformers import SentenceTransformer
+
+    from registry.embedding import minilm_path
+
+    model = SentenceTransformer(str(minilm_path()), device="cpu")
+    if adapter is not None:
+        import warnings
+
+        from peft import PeftModel
+
+        adapter = Path(adapter)
+        if not (adapter / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter}: no adapter_config.json; not a selector adapter folder")
+        with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own deprecation
+            warnings.simplefilter("ignore", FutureWarning)
+            model[0].model = PeftModel.from_pretrained(model[0].model, str(adapter)).merge_and_unload()
+    return model.eval()
+
+
+def add_lora(model: Any, rank: int, dropout: float = 0.1) -> Any:
+    """Wrap the encoder's transformer in trainable LoRA layers (everything else frozen); returns the PEFT model."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, lora_dropout=dropout)
+    with warnings.catch_warnings():  # see load_encoder
+        warnings.simplefilter("ignore", FutureWarning)
+        model[0].model = get_peft_model(model[0].model, config)
+    return model[0].model
+
+
+def encode(model: Any, texts: Sequence[str], grad: bool = False) -> torch.Tensor:
+    """Unit-length sentence embeddings [n, 384]: MiniLM's mean pooling over tokens, as the SentenceTransformer
+    computes it, called directly (the wrapper's per-call overhead is a quarter of a request's latency); with
+    `grad`, differentiable (training)."""
+    features = model.tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length,
+                               return_tensors="pt")
+    with torch.inference_mode(not grad):
+        tokens = model[0].model(**features).last_hidden_state
+        mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        return F.normalize((tokens * mask).sum(dim=1) / mask.sum(dim=1), dim=-1)

