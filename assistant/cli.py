@@ -11,6 +11,7 @@ import typer
 
 from assistant import __version__
 from assistant.cli_common import CliError, JsonOption, emit, reported
+from assistant.edit_cli import register as register_edit_commands
 from assistant.plugins_cli import plugins_app
 from assistant.selector_cli import register as register_selector_commands
 
@@ -38,6 +39,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
+register_edit_commands(app)
 register_selector_commands(app, train_app, eval_app)
 
 def _version(value: bool) -> None:
@@ -210,18 +212,17 @@ def apply(
         if output.suffix.lower() not in PIL.Image.registered_extensions():
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         image = load_photo(photo)
-        loaded = [_load_step(ref, registry) for ref in plugin]
-        result, pipe = image, None
-        for group in _diffusion_runs(loaded):
-            if not isinstance(group, list):  # a code plugin
-                result = group(result)
-                continue
-            import torch
+        from assistant.executor import DiffusionSettings, Executor, load_step
+        from assistant.paths import models_dir, registry_dir
+        from registry.store import Registry
 
-            pipe = pipe or _load_base(base, image_encoder, device, quiet=as_json)
-            result = pipe(result, group, num_inference_steps=steps, chain_num_inference_steps=chain_steps,
-                          generator=torch.Generator().manual_seed(seed), short_side=short_side,
-                          resize_mode=resize).images[0]
+        store = Registry(registry or registry_dir(), models_dir=models_dir())
+        loaded = [load_step(ref, store) for ref in plugin]
+        executor = Executor(DiffusionSettings(base=base, image_encoder=image_encoder, device=device, steps=steps,
+                                              chain_steps=chain_steps, seed=seed, short_side=short_side,
+                                              resize=resize, quiet=as_json))
+        result = executor.run(image, loaded)
+        pipe = executor.pipe
         output.parent.mkdir(parents=True, exist_ok=True)
         result.save(output)
     processed = list(pipe.target_size(*image.size, short_side, resize)) if pipe else None
@@ -229,52 +230,6 @@ def apply(
     summary = {"photo": str(photo), "output": str(output), "plugins": names, "size": list(result.size),
                "processed_size": processed, "seed": seed}
     emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(names)}: {output}"))
-
-
-def _load_step(ref: str, registry: Path | None) -> Any:
-    """A Task-Plugin folder (it holds plugin.json), else a registered plugin id (checked: enabled, trusted,
-    weights' SHA-256)."""
-    if (Path(ref) / "plugin.json").is_file():
-        from plugins.diffplugin.plugin import TaskPlugin
-
-        return TaskPlugin.from_pretrained(ref)
-    if "/" not in ref:
-        raise CliError(f"{ref}: neither a plugin folder (with plugin.json) nor a plugin id (namespace/name)")
-    from assistant.paths import models_dir, registry_dir
-    from registry.runtime import load_plugin
-    from registry.store import Registry
-
-    plugin_id, _, version = ref.partition("@")
-    return load_plugin(Registry(registry or registry_dir(), models_dir=models_dir()), plugin_id, version or None)
-
-
-def _diffusion_runs(loaded: list[Any]) -> list[Any]:
-    """Consecutive diffusion plugins grouped into lists (one pipeline call each); code plugins alone."""
-    from registry.runtime import PythonPlugin
-
-    runs: list[Any] = []
-    for step in loaded:
-        if isinstance(step, PythonPlugin):
-            runs.append(step)
-        elif runs and isinstance(runs[-1], list):
-            runs[-1].append(step)
-        else:
-            runs.append([step])
-    return runs
-
-
-def _load_base(base: str | None, image_encoder: str, device: str | None, quiet: bool) -> Any:
-    from assistant.paths import models_dir
-    from plugins.diffplugin.pipeline import DiffPluginPipeline
-
-    if base is None:
-        base_dir = models_dir() / "base"
-        if not base_dir.is_dir():
-            raise CliError(f"no base model at {base_dir}: run `diffplugin models pull` or pass --base.")
-        base = str(base_dir)
-    pipe = DiffPluginPipeline.from_base(base, image_encoder, device=device)
-    pipe.set_progress_bar_config(disable=quiet)
-    return pipe
 
 
 # --------------------------------------------------------------------------- train

@@ -25,6 +25,11 @@ ENTRY_POINT_GROUP = "diffplugin.plugins"
 #: Where this project's own manifests are. Built-in (trusted) is decided by location, never by a package's
 #: self-declared name, which any distribution could copy.
 BUILTIN_MANIFESTS = (Path(__file__).resolve().parent.parent / "plugins" / "diffplugin" / "manifests").resolve()
+#: The weight-free built-ins (classic restoration and adjustments, `python` kind) and the one package their code
+#: may come from: a built-in manifest is trusted, so it must not be able to point at code outside the project.
+BUILTIN_CODE_PACKAGE = "plugins.builtin"
+BUILTIN_CODE = (Path(__file__).resolve().parent.parent / "plugins" / "builtin").resolve()
+BUILTIN_FOLDERS = (BUILTIN_MANIFESTS, BUILTIN_CODE / "manifests")
 
 Source = Literal["builtin", "entry-point", "installed"]
 
@@ -99,7 +104,7 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> list[DiscoverResult
 
 def _record(manifest: PluginManifest, folder: Path, distribution: str | None) -> PluginRecord:
     """Built in only where this project's manifests live; anything else gets the checks an install gets."""
-    if folder == BUILTIN_MANIFESTS:
+    if folder in BUILTIN_FOLDERS:
         return PluginRecord(manifest, folder, "builtin", distribution)
     if manifest.namespace == BUILTIN_NAMESPACE:
         raise RegistryError(f"{folder}: the namespace '{BUILTIN_NAMESPACE}/' is reserved for this project's "

@@ -10,10 +10,11 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from registry.discover import PluginRecord
+from registry.discover import BUILTIN_CODE, BUILTIN_CODE_PACKAGE, PluginRecord
 from registry.errors import InstallRefused
 from registry.manifest import DIFFPLUGIN_WEIGHTS, MANIFEST_FILE, PluginManifest
 from registry.store import PluginStatus, Registry
@@ -103,12 +104,27 @@ def _import_entry_point(record: PluginRecord) -> Callable[..., Any]:
     try:
         if record.source == "installed":
             module = _import_from_folder(record, module_name)
+        elif record.source == "builtin":
+            module = _import_builtin(module_name)
         else:  # a pip-installed package: import it as installed
             module = importlib.import_module(module_name)
         return getattr(module, attribute)
     except (ImportError, AttributeError, OSError) as err:
         raise InstallRefused(record.folder / MANIFEST_FILE, f"cannot load {manifest.python.entry_point}: {err}",
                              "python.entry_point") from None
+
+
+def _import_builtin(module_name: str) -> ModuleType:
+    """Import a built-in plugin's module: only from this project's own `plugins.builtin` package, and only the
+    copy inside this project (built-ins run without asking, so neither a manifest naming other code nor a
+    same-named module earlier on sys.path may ride on that trust)."""
+    if not module_name.startswith(f"{BUILTIN_CODE_PACKAGE}."):
+        raise ImportError(f"built-in plugin code must live in {BUILTIN_CODE_PACKAGE}, not '{module_name}'")
+    module = importlib.import_module(module_name)
+    location = Path(getattr(module, "__file__", None) or "").resolve()
+    if not location.is_relative_to(BUILTIN_CODE):
+        raise ImportError(f"'{module_name}' was imported from {location}, not from {BUILTIN_CODE}")
+    return module
 
 
 def _import_from_folder(record: PluginRecord, module_name: str) -> ModuleType:

@@ -73,6 +73,12 @@ def test_this_projects_plugins_arrive_through_the_same_entry_point(tmp_path) -> 
     builtins_found = [s for s in registry.plugins() if s.active.source == "builtin"]
     assert {s.id for s in builtins_found} >= {f"diffplugin/{t}" for t in ("derain", "lowlight", "face")}
     assert all(s.active.distribution == "diffplugin-assistant" for s in builtins_found)
+    # Both built-in folders: the official Diff-Plugins (weights pulled later) and the weight-free python ones,
+    # which are trusted by location and run at once.
+    classic = registry.get("diffplugin/dehaze-classic")
+    assert classic.active.source == "builtin" and classic.trusted and classic.runnable
+    assert {s.active.folder.name for s in builtins_found} == {"manifests"}
+    assert len({s.active.folder for s in builtins_found}) == 2
 
 
 def _fake_dist(site: Path, dist_name: str, folder_name: str, entry: str) -> None:

@@ -26,3 +26,31 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     written = list(tmp_path.rglob("*.png"))  # each example writes its results into the folder it is given
     assert written and all(PIL.Image.open(p).size[0] > 0 for p in written)
+
+
+def test_readme_main_job_edits_the_example_photo(tmp_path: Path) -> None:
+    """README's first command, as a new user runs it (no weights): the photo gets dehazed and brightened."""
+    import json
+    import shlex
+
+    import numpy as np
+
+    install = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                   if line.startswith("pip install") and "diffplugin edit" in line)
+    args = shlex.split(install.split("&& diffplugin ", 1)[1])
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    output = tmp_path / "out.png"
+    args[args.index("-o") + 1] = str(output)
+    args[1] = str(ROOT / args[1])  # the README runs from the repository root
+    result = CliRunner().invoke(app, [*args, "--json"], env={"DIFFPLUGIN_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 0, result.output
+
+    plan = json.loads(result.stdout)["plan"]
+    assert [s["task"] for s in plan["steps"]] == ["dehaze", "lowlight"]
+    before = np.asarray(PIL.Image.open(args[1]).convert("L"), dtype=float)
+    after = np.asarray(PIL.Image.open(output).convert("L"), dtype=float)
+    assert after.mean() > before.mean() + 20 and after.std() > before.std()  # brighter, more contrast
+    assert (tmp_path / "out.png.plan.yaml").is_file()

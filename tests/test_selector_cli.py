@@ -32,8 +32,9 @@ def test_select_json_is_the_documented_format(tmp_path: Path) -> None:
     out = ok(runner.invoke(app, ["select", "clear the haze and then brighten the photo", "--json",
                                  "--registry", str(tmp_path / "reg")]))
     assert out["rejected"] is False
-    assert [(p["id"], p["task"]) for p in out["plugins"]] == [("diffplugin/dehaze", "dehaze"),
-                                                              ("diffplugin/lowlight", "lowlight")]
+    # No diffusion weights here: the runnable built-in plugins are chosen for these tasks.
+    assert [(p["id"], p["task"]) for p in out["plugins"]] == [("diffplugin/dehaze-classic", "dehaze"),
+                                                              ("diffplugin/lowlight-classic", "lowlight")]
     assert all(set(p) == {"id", "task", "score"} for p in out["plugins"])
     rejected = ok(runner.invoke(app, ["select", "add falling snow for a christmas card", "--json",
                                       "--registry", str(tmp_path / "reg")]))
@@ -154,9 +155,9 @@ def test_select_with_a_photo_uses_the_papers_selector(paper_models, photo, tmp_p
     assert out["mode"] == "paper+offline"
     chosen = [(p["id"], p["task"]) for p in out["plugins"]]
     if agree:
-        assert chosen == [("acme/derain-tiny", "derain"), ("diffplugin/lowlight", "lowlight")]
-    else:  # the photo "shows no rain": derain is left out and the note says so; lowlight has no weights here
-        assert chosen == [("diffplugin/lowlight", "lowlight")]
+        assert chosen == [("acme/derain-tiny", "derain"), ("diffplugin/lowlight-classic", "lowlight")]
+    else:  # the photo "shows no rain": derain is left out and the note says so; lowlight has no diffusion plugin
+        assert chosen == [("diffplugin/lowlight-classic", "lowlight")]
         assert any("derain" in note for note in out["notes"])
 
 

@@ -6,7 +6,7 @@ import re
 
 # Words that join separate requests. Splitting keeps each part's position, which is the order the user named them.
 _JOINERS = re.compile(
-    r"\s*(?:[,;.!?]+|\b(?:and then|and also|and|then|also|plus|after that|afterwards|before that|but first|"
+    r"\s*([,;.!?]+|\b(?:and then|and also|and|then|also|plus|after that|afterwards|before that|but first|"
     r"first|once (?:that'?s|you'?ve|you have)|as well as|followed by|next)\b)\s*",
     re.IGNORECASE,
 )
@@ -14,6 +14,23 @@ _JOINERS = re.compile(
 
 def split_clauses(text: str) -> list[str]:
     """The non-empty parts of `text` between joining words, in order; the whole text if nothing splits it."""
-    parts = [p.strip() for p in _JOINERS.split(text) if p and p.strip()]
-    parts = [p for p in parts if re.search(r"[a-z]{3}", p, re.IGNORECASE)]
-    return parts or [text.strip()]
+    return [clause for _, clause in joined_clauses(text)]
+
+
+def joined_clauses(text: str) -> list[tuple[str, str]]:
+    """(joiner, clause) pairs: each clause with the joining words before it, lower-cased ("" for the first),
+    so that "…, but first …" and "…, then …" stay readable by the planner."""
+    pieces = _JOINERS.split(text)
+    pairs: list[tuple[str, str]] = []
+    joiner: list[str] = []
+    for i, piece in enumerate(pieces):
+        piece = piece.strip()
+        if i % 2:  # a separator
+            if piece and not re.fullmatch(r"[,;.!?]+", piece):
+                joiner.append(piece.lower())
+        elif piece and re.search(r"[a-z]{3}", piece, re.IGNORECASE):
+            pairs.append((" ".join(joiner), piece))
+            joiner = []
+    if pairs and joiner:  # a trailing order word belongs to the last clause ("…, the smog should come first")
+        pairs[-1] = (pairs[-1][0], f"{pairs[-1][1]} {' '.join(joiner)}")
+    return pairs or [("", text.strip())]

@@ -38,7 +38,7 @@ class SelectorConfig(BaseModel):
     k: int = Field(3, ge=1, description="Closest examples averaged into a label's score.")
     temperature: float = Field(0.05, gt=0, description="Softmax temperature turning label scores into a score.")
     null_bias: float = Field(0.0, description="Learned offset added to the out-of-scope score.")
-    claim: float = Field(0.7, description="Cosine to an example of a plugin for a new task above which a "
+    claim: float = Field(0.85, description="Cosine to an example of a plugin for a new task above which a "
                                           "shipped out-of-scope example no longer counts.")
     veto_margin: float = Field(0.1, description="By how much the whole request must read as out of scope for "
                                                 "it to select nothing, whatever its clauses say.")
@@ -202,7 +202,10 @@ class OfflineSelector:
         for k, clause in enumerate(clauses):
             best = int(scores[k].argmax())
             task = self.labels[best]
-            if whole_rejected or task == NULL or task in chosen:
+            if whole_rejected or task == NULL:
+                continue
+            if task in chosen:  # named again: keep its first position, with the surer score
+                chosen[task].score = max(chosen[task].score, float(confidence[k, best]))
                 continue
             if task not in self.served:
                 notes.append(f"'{clause}' asks for {task}, which no enabled plugin does")

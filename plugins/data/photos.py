@@ -2,22 +2,54 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Larger photos are refused before decoding (PIL's own bomb limit is the same order: ~179 Mpx).
+MAX_PIXELS = 120_000_000
 
 
 def load_photo(path: str | Path) -> Image.Image:
     """RGB pixels of `path`, turned upright by its EXIF orientation (phone photos are stored sideways).
 
-    Raises `ValueError` naming the file when it is missing or not an image.
+    16-bit photos are scaled to 8 bits (not clipped), transparency is flattened onto white, CMYK and palette
+    images are converted, and an animated image gives its first frame. Raises `ValueError` naming the file
+    when it is missing, empty, truncated, not an image or too large.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such photo")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
     try:
-        with Image.open(path) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return upright.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"{path}: not a readable image ({error})") from error
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                width, height = opened.size
+                if width * height > MAX_PIXELS:
+                    raise ValueError(f"{path}: {width}x{height} is too large ({width * height / 1e6:.0f} Mpx; "
+                                     f"the limit is {MAX_PIXELS / 1e6:.0f} Mpx): downscale it first")
+                opened.seek(0)  # animated: the first frame
+                upright = ImageOps.exif_transpose(opened)
+                upright.load()
+                return _to_rgb(upright)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"{path}: too large to open safely ({error})") from None
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:  # PIL raises SyntaxError for some bad files
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grey: scale, do not clip at 255
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I") and values.max() > 255 else max(values.max(), 1.0)
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

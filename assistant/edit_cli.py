@@ -1,0 +1,150 @@
+"""`diffplugin plan`, `diffplugin run` and `diffplugin edit`: from a request to an edited photo."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from assistant.cli_common import CliError, JsonOption, emit, reported
+
+RegistryOption = Annotated[Path | None, typer.Option(
+    "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
+
+
+def plan_command(
+    request: Annotated[str, typer.Argument(help="What to do with the photo, in your words.")],
+    image: Annotated[Path | None, typer.Option(help="The photo (used when the request names no task).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the plan (.yaml or .json).")] = None,
+    registry: RegistryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the plan for a request without running it: steps, plugins, reasons.
+
+        diffplugin plan "clear the fog and make it brighter" -o fix.yaml
+    """
+    with reported(as_json):
+        from assistant.planning import load_planner
+        from plugins.data.photos import load_photo
+
+        photo = load_photo(image) if image else None
+        plan = load_planner(registry).plan(request, photo)
+        if output:
+            plan.save(output)
+    emit(plan.to_json(), as_json, lambda: _show(plan))
+
+
+def run_command(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (.yaml or .json).")],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT...", help="Photos to edit.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output photo, or a folder for several inputs.")],
+    registry: RegistryOption = None,
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay a saved plan on one or many photos."""
+    with reported(as_json):
+        from assistant.planning import Plan
+
+        plan = Plan.load(plan_file)
+        targets = _targets(inputs, output)
+        results = []
+        with _session(registry, as_json) as (store, executor, progress):
+            for source, target in targets:
+                results.append(_edit_one(plan.model_copy(deep=True), source, target, store, executor, progress,
+                                         overwrite))
+    emit({"outputs": results}, as_json, lambda: [typer.echo(f"{r['input']} -> {r['output']}") for r in results])
+
+
+def edit_command(
+    photo: Annotated[Path, typer.Argument(help="The photo to edit (never modified).")],
+    request: Annotated[str, typer.Argument(help="What to do with it, in your words.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result; the plan is saved "
+                                                               "beside it as OUTPUT.plan.yaml.")],
+    registry: RegistryOption = None,
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Plan and run in one go: the edited photo, and the plan that made it beside it.
+
+        diffplugin edit examples/photos/chelsea.jpg "it's too dark, brighten it" -o chelsea-bright.png
+    """
+    with reported(as_json):
+        from assistant.photo_output import check_output
+        from assistant.planning import load_planner
+        from plugins.data.photos import load_photo
+
+        check_output(output, [photo], overwrite)
+        image = load_photo(photo)
+        plan = load_planner(registry).plan(request, image)
+        if not plan.steps:
+            raise CliError("; ".join(plan.notes) or "nothing to do")
+        if not as_json:
+            _show(plan)
+        with _session(registry, as_json) as (store, executor, progress):
+            result = _edit_one(plan, photo, output, store, executor, progress, overwrite, image)
+    emit({**result, "plan": plan.to_json()}, as_json, lambda: typer.echo(f"-> {output} (plan: {result['plan']})"))
+
+
+def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, progress: Any, overwrite: bool,
+              image: Any = None) -> dict[str, str]:
+    from assistant.photo_output import check_output, save_result, sidecar
+    from assistant.planning import run_plan
+    from plugins.data.photos import load_photo
+
+    check_output(target, [source], overwrite)
+    image = image if image is not None else load_photo(source)
+    result = run_plan(plan, image, store, executor, progress(source.name, len(plan.steps)))
+    save_result(result, target, plan)
+    return {"input": str(source), "output": str(target), "plan": str(sidecar(target))}
+
+
+def _targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    if len(inputs) == 1 and output.suffix:
+        return [(inputs[0], output)]
+    if output.exists() and not output.is_dir():
+        raise CliError(f"{output}: several inputs need an output folder")
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) != len(stems):
+        raise CliError("two inputs have the same name; their outputs would collide")
+    return [(p, output / f"{p.stem}.png") for p in inputs]
+
+
+@contextmanager
+def _session(registry: Path | None, quiet: bool):
+    """The registry, one executor for all photos (the base model loads once), and per-photo progress bars."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from assistant.executor import DiffusionSettings, Executor
+    from assistant.paths import models_dir, registry_dir
+    from registry.store import Registry
+
+    store = Registry(registry or registry_dir(), models_dir=models_dir())
+    executor = Executor(DiffusionSettings(quiet=quiet))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=quiet) as bar:
+        def progress(name: str, total: int):
+            job = bar.add_task(name, total=total)
+            return lambda done, _, what: bar.update(job, completed=done, description=f"{name}: {what}")
+
+        yield store, executor, progress
+
+
+def _show(plan: Any) -> None:
+    if not plan.steps:
+        typer.echo("No steps.")
+    for number, step in enumerate(plan.steps, start=1):
+        typer.echo(f"{number}. {step.task:<10} {step.plugin:<30} {step.reason}")
+    if len(plan.steps) > 1:
+        how = "as you asked" if plan.order == "user" else f"order policy {plan.policy_version}"
+        typer.echo(f"   order: {how}")
+    for note in plan.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+
+
+def register(app: Any) -> None:
+    app.command("plan")(plan_command)
+    app.command("run")(run_command)
+    app.command("edit")(edit_command)

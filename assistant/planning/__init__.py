@@ -1,0 +1,38 @@
+"""From a request to an ordered plan of plugin calls: plan data, the order policy, the planners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from assistant.planning.plan import Plan, PlanError, Step
+
+__all__ = ["Plan", "PlanError", "Step", "load_planner", "run_plan"]
+
+
+def load_planner(registry: str | Path | None = None) -> Any:
+    """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy."""
+    from assistant.paths import models_dir, registry_dir
+    from assistant.planning.planner import Planner
+    from assistant.planning.policy import OrderPolicy
+    from assistant.selector import OfflineSelector
+    from assistant.selector.candidates import registry_candidates
+    from registry.store import Registry
+
+    store = Registry(registry or registry_dir(), models_dir=models_dir())
+    return Planner(store, OfflineSelector.load(registry_candidates(store)), OrderPolicy.load())
+
+
+def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None) -> Any:
+    """Run `plan` on `image` through `executor`; records diffplugin's and the plugins' versions in the plan."""
+    from assistant import __version__
+    from assistant.executor import ExecutorError, load_step
+
+    if not plan.steps:
+        raise ExecutorError("the plan has no steps: nothing to do" + (f" ({plan.notes[-1]})" if plan.notes else ""))
+    loaded = [load_step(step.plugin, registry) for step in plan.steps]
+    plan.versions = {"diffplugin": __version__}
+    for step, plugin in zip(plan.steps, loaded, strict=True):
+        manifest = getattr(plugin, "manifest", None)
+        plan.versions[step.plugin] = manifest.version if manifest else "folder"
+    return executor.run(image, loaded, [step.params for step in plan.steps], progress=progress)

@@ -1,0 +1,86 @@
+"""The order policy: which restoration step runs before which when the user does not say (order_policy.yaml)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+POLICY_FILE = Path(__file__).parent / "order_policy.yaml"
+#: Tasks that restore a degradation; anything else (exposure, crop, …) is an adjustment.
+RESTORATION = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face", "denoise")
+
+
+class Rule(BaseModel):
+    first: str
+    then: str
+    reason: str
+    provenance: str = "literature"
+
+
+class OrderPolicy(BaseModel):
+    version: str
+    rules: list[Rule] = Field(default_factory=list)
+    adjustments_last: bool = True
+
+    @classmethod
+    def load(cls, path: str | Path = POLICY_FILE) -> OrderPolicy:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+    def order(self, tasks: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """`tasks` (in the order named) sorted so that every rule between them holds; ties keep the named order.
+        Returns the order and, per task, the reason it sits where it does."""
+        present = list(dict.fromkeys(tasks))
+        rules = [r for r in self.rules if r.first in present and r.then in present]
+        if self.adjustments_last:
+            rules += [Rule(first=a, then=b, reason="restoration runs before adjustments", provenance="policy")
+                      for a in present if a in RESTORATION for b in present if b not in RESTORATION]
+        ordered: list[str] = []
+        remaining = list(present)
+        while remaining:
+            free = [t for t in remaining if not any(r.then == t and r.first in remaining for r in rules)]
+            pick = free[0] if free else remaining[0]  # a cycle in the file: keep the named order
+            ordered.append(pick)
+            remaining.remove(pick)
+        reasons = {}
+        for task in ordered:
+            after = [r for r in rules if r.then == task]
+            reasons[task] = "; ".join(f"after {r.first}: {r.reason}" for r in after)
+        return ordered, reasons
+
+
+@dataclass(frozen=True)
+class UserOrder:
+    """The order the user stated, if they stated one: clause indices in execution order."""
+
+    clauses: list[int]
+    stated: bool
+
+
+_SEQUENCE = ("then", "after that", "afterwards", "next", "followed by", "once", "finally", "first")
+_ORDER_WORDS = re.compile(r"\b(start (by|with)|to start|in that order|in this order|next|last|afterwards|after that|"
+                          r"then|finally)\b")
+
+
+def user_order(joined: Sequence[tuple[str, str]]) -> UserOrder:
+    """Execution order of the clauses from the joining words and order phrases ("…, but first …", "… before
+    that …", "… should come first", "…, then …", "in that order")."""
+    order: list[int] = []
+    stated = False
+    for k, (joiner, clause) in enumerate(joined):
+        text = clause.lower()
+        if joiner.endswith("first") and k > 0:  # "brighten it, but first get rid of the fog"
+            order.insert(0, k)
+            stated = True
+        elif joiner == "before that" or text.endswith(("beforehand", "first")) or "come first" in text:
+            order.insert(max(len(order) - 1, 0) if joiner == "before that" else 0, k)
+            stated = True
+        else:
+            order.append(k)
+            stated = (stated or any(joiner.startswith(word) or joiner.endswith(word) for word in _SEQUENCE)
+                      or bool(_ORDER_WORDS.search(text)))
+    return UserOrder(order, stated)

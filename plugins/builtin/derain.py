@@ -1,0 +1,72 @@
+"""Rain-streak and snowflake removal by morphological detection and inpainting from neighbours.
+
+Rain streaks and snowflakes are small, bright, colourless structures on top of the scene. A white top-hat (the
+photo minus its morphological opening; Serra, "Image Analysis and Mathematical Morphology", 1982) keeps exactly
+the bright things narrower than the structuring element. For rain the element is a horizontal line: streaks fall
+at most ~30 degrees off vertical, so they are thin across and are caught, while long vertical edges of the scene
+are not. The detected pixels are replaced by a normalised convolution of the pixels around them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from plugins.builtin._common import fill_from_neighbours, number, odd, scale_of, to_array, to_image
+
+
+def _opening(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    # Separable min then max filter: the same as grey_opening for a rectangle, and fast for any size.
+    return ndimage.maximum_filter(ndimage.minimum_filter(channel, size=size, mode="reflect"), size=size,
+                                  mode="reflect")
+
+
+def _bright_residue(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """How much brighter than its opening each pixel is, in every channel at once (streaks and flakes are
+    white, so they lift all three; coloured detail lifts only some)."""
+    return np.stack([array[:, :, c] - _opening(array[:, :, c], size) for c in range(3)], axis=2).min(axis=2)
+
+
+def _remove(array: np.ndarray, residue: np.ndarray, threshold: float, grow: int, sigma: float,
+            max_area: int | None = None) -> np.ndarray:
+    mask = residue > threshold
+    if max_area is not None and mask.any():
+        # Flakes are compact spots; a bright region bigger than the window is the scene (white clothes, a sign)
+        # whose darker texture lets it through the top-hat.
+        labels, _ = ndimage.label(mask)
+        areas = np.bincount(labels.ravel())
+        keep = areas <= max_area
+        keep[0] = False
+        mask = keep[labels]
+    if grow:
+        # The soft rims of streaks are below the threshold but still lighter than the scene.
+        mask = ndimage.binary_dilation(mask, iterations=grow)
+    if not mask.any():
+        return array
+    return fill_from_neighbours(array, mask, sigma)
+
+
+def derain(image: Image.Image, threshold: float = 0.04, width: int = 0) -> Image.Image:
+    """Remove rain streaks. `threshold` (0-1): how much brighter than its surroundings a streak must be;
+    `width`: the widest streak in pixels (0: from the photo's size)."""
+    threshold = number("threshold", threshold, 0.0, 1.0, low_open=True)
+    width = int(number("width", width, 0, 255))
+    array = to_array(image)
+    scale = scale_of(array)
+    size = odd(width * 2 + 1 if width else 9 * scale * 2, minimum=3)
+    residue = _bright_residue(array, (1, size))
+    return to_image(_remove(array, residue, threshold, max(1, round(scale * 2)), max(1.0, 2.0 * scale * 2)))
+
+
+def desnow(image: Image.Image, threshold: float = 0.15, flake_size: int = 0) -> Image.Image:
+    """Remove snowflakes. `threshold` (0-1): how much brighter than its surroundings a flake must be;
+    `flake_size`: the largest flake's diameter in pixels (0: from the photo's size)."""
+    threshold = number("threshold", threshold, 0.0, 1.0, low_open=True)
+    flake_size = int(number("flake_size", flake_size, 0, 255))
+    array = to_array(image)
+    scale = scale_of(array)
+    size = odd(flake_size + 2 if flake_size else 24 * scale, minimum=3)
+    residue = _bright_residue(array, (size, size))
+    return to_image(_remove(array, residue, threshold, max(1, round(scale * 2)), max(1.0, 3.0 * scale * 2),
+                            max_area=size * size // 2))
