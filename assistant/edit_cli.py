@@ -13,6 +13,9 @@ from assistant.cli_common import CliError, JsonOption, emit, reported
 RegistryOption = Annotated[Path | None, typer.Option(
     "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
+LLMOption = Annotated[str | None, typer.Option(
+    "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL, "
+                                           "gguf:PATH or smollm2 (default: the deterministic planner).")]
 
 
 def plan_command(
@@ -20,6 +23,7 @@ def plan_command(
     image: Annotated[Path | None, typer.Option(help="The photo (used when the request names no task).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the plan (.yaml or .json).")] = None,
     registry: RegistryOption = None,
+    llm: LLMOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show the plan for a request without running it: steps, plugins, reasons.
@@ -31,7 +35,7 @@ def plan_command(
         from plugins.data.photos import load_photo
 
         photo = load_photo(image) if image else None
-        plan = load_planner(registry).plan(request, photo)
+        plan = load_planner(registry, llm).plan(request, photo)
         if output:
             plan.save(output)
     emit(plan.to_json(), as_json, lambda: _show(plan))
@@ -66,6 +70,7 @@ def edit_command(
                                                                "beside it as OUTPUT.plan.yaml.")],
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
+    llm: LLMOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Plan and run in one go: the edited photo, and the plan that made it beside it.
@@ -79,7 +84,7 @@ def edit_command(
 
         check_output(output, [photo], overwrite)
         image = load_photo(photo)
-        plan = load_planner(registry).plan(request, image)
+        plan = load_planner(registry, llm).plan(request, image)
         if not plan.steps:
             raise CliError("; ".join(plan.notes) or "nothing to do")
         if not as_json:

@@ -10,8 +10,9 @@ from assistant.planning.plan import Plan, PlanError, Step
 __all__ = ["Plan", "PlanError", "Step", "load_planner", "run_plan"]
 
 
-def load_planner(registry: str | Path | None = None) -> Any:
-    """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy."""
+def load_planner(registry: str | Path | None = None, llm: str | None = None) -> Any:
+    """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy;
+    with `llm` (a model spec, see `planning/llm.py`), the LLM planner in front of it."""
     from assistant.paths import models_dir, registry_dir
     from assistant.planning.planner import Planner
     from assistant.planning.policy import OrderPolicy
@@ -20,7 +21,12 @@ def load_planner(registry: str | Path | None = None) -> Any:
     from registry.store import Registry
 
     store = Registry(registry or registry_dir(), models_dir=models_dir())
-    return Planner(store, OfflineSelector.load(registry_candidates(store)), OrderPolicy.load())
+    planner = Planner(store, OfflineSelector.load(registry_candidates(store)), OrderPolicy.load())
+    if not llm:
+        return planner
+    from assistant.planning.llm import LLMPlanner, load_chat_model
+
+    return LLMPlanner(load_chat_model(llm), planner, name=llm)
 
 
 def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None) -> Any:
