@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data as skimage_data
+import skimage.metrics as metrics
 from PIL import Image
 
 from plugins.builtin import adjust, deblur, dehaze, demoire, denoise, derain, highlight, lowlight
@@ -18,9 +20,6 @@ from registry.errors import InstallRefused
 from registry.manifest import load_manifest
 from registry.runtime import PythonPlugin, load_plugin
 from registry.store import Registry
-
-skimage_data = pytest.importorskip("skimage.data")
-metrics = pytest.importorskip("skimage.metrics")
 
 CLASSIC = ("dehaze", "lowlight", "deblur", "derain", "desnow", "demoire", "highlight")
 ADJUSTMENTS = ("exposure", "contrast", "saturation", "white-balance", "denoise", "resize", "rotate", "crop")
