@@ -96,15 +96,12 @@ def test_every_plugin_takes_any_mode_and_tiny_sizes(mode, size) -> None:
     assert source.tobytes() == before and source.mode == mode
 
 
-def test_a_large_photo_is_fast_enough() -> None:
-    """1024x768 within a few seconds per plugin: everything is vectorised (measured: well under 1 s each)."""
-    import time
-
+def test_a_large_photo_keeps_its_size() -> None:
+    """1024x768 through every restoration plugin (their speed is in benchmarks/builtin_plugins.py, not here)."""
     photo = Image.fromarray(skimage_data.astronaut()).convert("RGB").resize((1024, 768))
     for name, function in _all_plugins():
-        start = time.perf_counter()
-        function(photo)
-        assert time.perf_counter() - start < 4.0, name
+        result = function(photo)
+        assert result.size == photo.size and result.mode == "RGB", name
 
 
 # ------------------------------------------------------------------------------------------ adjustments
