@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from assistant import __version__
+from assistant.batch_cli import register as register_batch_command
 from assistant.cli_common import CliError, JsonOption, emit, reported
 from assistant.edit_cli import register as register_edit_commands
 from assistant.plugins_cli import plugins_app
@@ -40,6 +41,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
 register_edit_commands(app)
+register_batch_command(app)
 register_selector_commands(app, train_app, eval_app)
 
 def _version(value: bool) -> None:

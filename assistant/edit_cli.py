@@ -56,7 +56,7 @@ def run_command(
         plan = Plan.load(plan_file)
         targets = _targets(inputs, output)
         results = []
-        with _session(registry, as_json) as (store, executor, progress):
+        with edit_session(registry, as_json) as (store, executor, progress):
             for source, target in targets:
                 results.append(_edit_one(plan.model_copy(deep=True), source, target, store, executor, progress,
                                          overwrite))
@@ -89,7 +89,7 @@ def edit_command(
             raise CliError("; ".join(plan.notes) or "nothing to do")
         if not as_json:
             _show(plan)
-        with _session(registry, as_json) as (store, executor, progress):
+        with edit_session(registry, as_json) as (store, executor, progress):
             result = _edit_one(plan, photo, output, store, executor, progress, overwrite, image)
     emit({**result, "plan": plan.to_json()}, as_json, lambda: typer.echo(f"-> {output} (plan: {result['plan']})"))
 
@@ -119,7 +119,7 @@ def _targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 
 @contextmanager
-def _session(registry: Path | None, quiet: bool):
+def edit_session(registry: Path | None, quiet: bool):
     """The registry, one executor for all photos (the base model loads once), and per-photo progress bars."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

@@ -190,3 +190,25 @@ def test_installed_diffusion_weights_are_preferred_over_the_built_in(tmp_path: P
     Registry(registry, models_dir=models_dir()).install(diffplugin_folder(tmp_path / "derain-tiny", tiny_pipe))
     with_weights = load_planner(registry).plan("remove the rain streaks")
     assert [s.plugin for s in with_weights.steps] == ["acme/derain-tiny"] and not with_weights.notes
+
+
+def test_batch_resumes_and_reports_a_bad_photo_without_stopping(negative_registry: Path, tmp_path: Path,
+                                                                photo) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        photo.save(folder / name)
+    (folder / "c.jpg").write_bytes(b"not a photo")
+    (folder / "notes.txt").write_text("not picked up")
+    out = tmp_path / "out"
+    args = ["batch", str(folder), "invert the colours", "-o", str(out), "--json", "--registry", str(negative_registry)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1  # one photo failed
+    report = json.loads(first.stdout)
+    assert [Path(d["output"]).name for d in report["done"]] == ["a.png", "b.png"]
+    assert [Path(f["input"]).name for f in report["failed"]] == ["c.jpg"] and "c.jpg" in report["failed"][0]["error"]
+    assert (out / "a.png.plan.yaml").is_file()
+    (folder / "c.jpg").unlink()
+    second = ok(runner.invoke(app, args))
+    assert len(second["skipped"]) == 2 and second["done"] == [] and second["failed"] == []
+    assert runner.invoke(app, ["batch", str(folder), "-o", str(out)]).exit_code == 1  # neither request nor plan
