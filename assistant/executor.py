@@ -14,6 +14,8 @@ from typing import Any
 
 import PIL.Image
 
+from assistant.plugin_cache import PluginCache, cache_key
+
 Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
 
 
@@ -40,6 +42,17 @@ class Executor:
 
     settings: DiffusionSettings = field(default_factory=DiffusionSettings)
     pipe: Any = None
+    plugins: PluginCache = field(default_factory=PluginCache)
+
+    def load(self, ref: str, registry: Any) -> Any:
+        """A plugin folder or registered id, from the cache when it was loaded before with the same bytes."""
+        if (Path(ref) / "plugin.json").is_file() or "/" not in ref:
+            return load_step(ref, registry)
+        from registry.runtime import runnable_status
+
+        plugin_id, _, version = ref.partition("@")
+        status = runnable_status(registry, plugin_id, version or None)  # disabled since? refused even if cached
+        return self.plugins.get(cache_key(status), lambda: load_step(ref, registry))
 
     def run(self, image: PIL.Image.Image, loaded: Sequence[Any], params: Sequence[dict[str, Any]] | None = None,
             progress: Progress | None = None) -> PIL.Image.Image:

@@ -32,11 +32,11 @@ def load_planner(registry: str | Path | None = None, llm: str | None = None) -> 
 def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None) -> Any:
     """Run `plan` on `image` through `executor`; records diffplugin's and the plugins' versions in the plan."""
     from assistant import __version__
-    from assistant.executor import ExecutorError, load_step
+    from assistant.executor import ExecutorError
 
     if not plan.steps:
         raise ExecutorError("the plan has no steps: nothing to do" + (f" ({plan.notes[-1]})" if plan.notes else ""))
-    loaded = [load_step(step.plugin, registry) for step in plan.steps]
+    loaded = [executor.load(step.plugin, registry) for step in plan.steps]
     plan.versions = {"diffplugin": __version__}
     for step, plugin in zip(plan.steps, loaded, strict=True):
         manifest = getattr(plugin, "manifest", None)

@@ -1,0 +1,59 @@
+"""Loaded plugins kept in memory, least recently used first out, within a byte budget.
+
+A Task-Plugin is ~15 M parameters: loading it means reading and hashing ~60 MB. Keeping the ones in use
+resident makes switching plugins cheap while the base model stays loaded. An entry is keyed by the plugin's id,
+version and weight hashes, so a reinstalled or upgraded plugin is never served stale.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+#: Default budget: room for about a dozen Task-Plugins in fp32.
+DEFAULT_MAX_BYTES = 800 * 2**20
+
+
+def plugin_bytes(plugin: Any) -> int:
+    """Memory held by a loaded plugin's tensors (0 for code plugins)."""
+    modules = [getattr(plugin, name, None) for name in ("tpb", "scb")]
+    return sum(p.numel() * p.element_size() for m in modules if m is not None for p in m.parameters())
+
+
+class PluginCache:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple, load: Callable[[], Any]) -> Any:
+        """The cached plugin for `key`, or `load()`'s result, cached if it fits the budget."""
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key][0]
+        self.misses += 1
+        plugin = load()
+        size = plugin_bytes(plugin)
+        if size <= self.max_bytes:
+            self._entries[key] = (plugin, size)
+            while self.bytes > self.max_bytes:
+                self._entries.popitem(last=False)
+        return plugin
+
+
+def cache_key(status: Any) -> tuple:
+    """What identifies a registered plugin's bytes: id, version, source and the SHA-256 of each weight file."""
+    manifest = status.active.manifest
+    return (status.id, manifest.version, status.active.source, tuple(w.sha256 for w in manifest.weights))
