@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, emit, reported
-from assistant.edit_cli import LLMOption, RegistryOption
+from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
+from assistant.edit_cli import LLMOption
 
 #: What `batch` picks up in the input folder (by suffix, case-insensitive).
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}

@@ -215,10 +215,9 @@ def apply(
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         image = load_photo(photo)
         from assistant.executor import DiffusionSettings, Executor, load_step
-        from assistant.paths import models_dir, registry_dir
-        from registry.store import Registry
+        from assistant.paths import open_registry
 
-        store = Registry(registry or registry_dir(), models_dir=models_dir())
+        store = open_registry(registry)
         loaded = [load_step(ref, store) for ref in plugin]
         executor = Executor(DiffusionSettings(base=base, image_encoder=image_encoder, device=device, steps=steps,
                                               chain_steps=chain_steps, seed=seed, short_side=short_side,

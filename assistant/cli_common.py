@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+RegistryOption = Annotated[Path | None, typer.Option(
+    "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 
 
 class CliError(Exception):

@@ -8,10 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, emit, reported
+from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
 
-RegistryOption = Annotated[Path | None, typer.Option(
-    "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
 LLMOption = Annotated[str | None, typer.Option(
     "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL, "
@@ -124,10 +122,9 @@ def edit_session(registry: Path | None, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from assistant.executor import DiffusionSettings, Executor
-    from assistant.paths import models_dir, registry_dir
-    from registry.store import Registry
+    from assistant.paths import open_registry
 
-    store = Registry(registry or registry_dir(), models_dir=models_dir())
+    store = open_registry(registry)
     executor = Executor(DiffusionSettings(quiet=quiet))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=quiet) as bar:
         def progress(name: str, total: int):

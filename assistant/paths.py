@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 HOME_ENV = "DIFFPLUGIN_HOME"
 REGISTRY_ENV = "DIFFPLUGIN_REGISTRY"
@@ -28,3 +29,10 @@ def registry_dir() -> Path:
     if env := os.environ.get(REGISTRY_ENV):
         return Path(env).expanduser()
     return data_dir() / "registry"
+
+
+def open_registry(folder: str | Path | None = None) -> Any:
+    """The `Registry` at `folder` (default: `registry_dir()`), with the pulled models for built-in weights."""
+    from registry.store import Registry
+
+    return Registry(folder or registry_dir(), models_dir=models_dir())

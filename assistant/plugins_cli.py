@@ -34,10 +34,9 @@ def plugins_main(
 
 
 def open_registry(ctx: typer.Context):
-    from assistant.paths import models_dir, registry_dir
-    from registry.store import Registry
+    from assistant.paths import open_registry
 
-    return Registry(ctx.obj or registry_dir(), models_dir=models_dir())
+    return open_registry(ctx.obj)
 
 
 def _split(ref: str) -> tuple[str, str | None]:

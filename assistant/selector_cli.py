@@ -7,10 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, emit, reported
+from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
 
-RegistryOption = Annotated[Path | None, typer.Option(
-    "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 WeightsOption = Annotated[Path | None, typer.Option(
     help="A trained selector folder (default: the one that ships with diffplugin).")]
 

@@ -13,15 +13,13 @@ __all__ = ["Plan", "PlanError", "Step", "load_planner", "run_plan"]
 def load_planner(registry: str | Path | None = None, llm: str | None = None) -> Any:
     """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy;
     with `llm` (a model spec, see `planning/llm.py`), the LLM planner in front of it."""
-    from assistant.paths import models_dir, registry_dir
+    from assistant.paths import open_registry
     from assistant.planning.planner import Planner
     from assistant.planning.policy import OrderPolicy
-    from assistant.selector import OfflineSelector
-    from assistant.selector.candidates import registry_candidates
-    from registry.store import Registry
+    from assistant.selector import load_selector
 
-    store = Registry(registry or registry_dir(), models_dir=models_dir())
-    planner = Planner(store, OfflineSelector.load(registry_candidates(store)), OrderPolicy.load())
+    store = open_registry(registry)
+    planner = Planner(store, load_selector(store=store), OrderPolicy.load())
     if not llm:
         return planner
     from assistant.planning.llm import LLMPlanner, load_chat_model

@@ -15,13 +15,13 @@ __all__ = ["WEIGHTS", "Candidate", "OfflineSelector", "SelectedPlugin", "Selecti
 
 
 def load_selector(registry: str | Path | None = None, weights: str | Path | None = None,
-                  image: str | Path | None = None) -> Any:
-    """A selector over the registry's enabled plugins; `weights` is a trained selector folder."""
-    from assistant.paths import models_dir, registry_dir
+                  image: str | Path | None = None, store: Any = None) -> Any:
+    """A selector over the enabled plugins of the registry folder `registry` (or of an open `store`);
+    `weights` is a trained selector folder."""
+    from assistant.paths import models_dir, open_registry
     from assistant.selector.candidates import registry_candidates
-    from registry.store import Registry
 
-    store = Registry(registry or registry_dir(), models_dir=models_dir())
+    store = store if store is not None else open_registry(registry)
     offline = OfflineSelector.load(registry_candidates(store), weights or WEIGHTS)
     if image is None:
         return offline
