@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
-from assistant.edit_cli import LLMOption
+from assistant.cli_common import (
+    ChainLatentsOption,
+    CliError,
+    CompileOption,
+    DeviceOption,
+    JsonOption,
+    QualityCheckOption,
+    RegistryOption,
+    ResizeOption,
+    ShortSideOption,
+    diffusion_settings,
+    emit,
+    reported,
+)
+from assistant.edit_cli import LLMOption, edit_session
 
 #: What `batch` picks up in the input folder (by suffix, case-insensitive).
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
@@ -23,58 +38,122 @@ def batch_command(
         = None,
     registry: RegistryOption = None,
     llm: LLMOption = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="'local': this process; 'ray': a Ray cluster (RAY_ADDRESS, or one started here), one "
+                           "worker per GPU.")] = "local",
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Ray workers (default: one per GPU in the cluster, else 1; on CPU each takes one core).")]
+        = None,
+    device: DeviceOption = None,
+    short_side: ShortSideOption = 512,
+    resize: ResizeOption = "min",
+    chain_latents: ChainLatentsOption = False,
+    quality_check: QualityCheckOption = False,
+    compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Edit every photo in a folder. Photos already done (result and plan present) are skipped, so an
     interrupted batch resumes; a photo that fails is reported and the others go on. Exit status 1 if any failed.
 
         diffplugin batch holiday/ "remove the haze" -o holiday-fixed/
+        RAY_ADDRESS=ray://head:10001 diffplugin batch holiday/ "remove the haze" -o fixed/ --executor ray
     """
     with reported(as_json):
-        from assistant.edit_cli import edit_session
         from assistant.photo_output import save_result, sidecar
-        from assistant.planning import Plan, load_planner, run_plan
+        from assistant.planning import Plan, load_planner
+        from assistant.workers import EDIT_ERRORS, Job, Outcome, failure
         from plugins.data.photos import load_photo
 
         if (request is None) == (plan_file is None):
             raise CliError("give either a REQUEST or --plan PLAN (not both)")
-        if not input_dir.is_dir():
-            raise CliError(f"{input_dir}: not a folder")
-        photos = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-        if not photos:
-            raise CliError(f"{input_dir}: no photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
-        if output.resolve() == input_dir.resolve():
-            raise CliError("the output folder is the input folder; choose another (photos are never overwritten)")
-        stems = [p.stem for p in photos]
-        if len(set(stems)) != len(stems):
-            raise CliError("two photos share a name (e.g. a.jpg and a.png); their results would collide")
+        if executor not in ("local", "ray"):
+            raise CliError(f"--executor must be 'local' or 'ray', not {executor!r}")
+        if workers is not None and executor == "local":
+            raise CliError("--workers needs --executor ray (the local executor is one process)")
+        photos = _photos(input_dir, output)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile, quiet=as_json)
         planner = load_planner(registry, llm) if request is not None else None
         shared = Plan.load(plan_file) if plan_file is not None else None
-        report: dict[str, list[dict[str, str]]] = {"done": [], "skipped": [], "failed": []}
-        with edit_session(registry, as_json) as (store, executor, progress):
-            for photo in photos:
-                target = output / f"{photo.stem}.png"
-                if target.is_file() and sidecar(target).is_file():
-                    report["skipped"].append({"input": str(photo), "output": str(target)})
-                    continue
+        report: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": []}
+        todo = []
+        for photo in photos:
+            target = output / f"{photo.stem}.png"
+            if target.is_file() and sidecar(target).is_file():
+                report["skipped"].append({"input": str(photo), "output": str(target)})
+            else:
+                todo.append(photo)
+
+        def jobs() -> Iterator[Job | Outcome]:
+            for photo in todo:
                 try:
                     image = load_photo(photo)
                     plan = shared.model_copy(deep=True) if shared else planner.plan(request, image)
-                    result = run_plan(plan, image, store, executor, progress(photo.name, len(plan.steps)))
-                    save_result(result, target, plan)
-                    report["done"].append({"input": str(photo), "output": str(target)})
-                except (ValueError, OSError, RuntimeError) as err:  # one photo's problem, not the batch's
-                    report["failed"].append({"input": str(photo), "error": str(err).splitlines()[0]})
+                except EDIT_ERRORS as err:
+                    yield failure(photo.name, err)
+                    continue
+                yield Job(photo.name, image, plan)
+
+        by_name = {photo.name: photo for photo in todo}
+        with _workers(executor, registry, settings, workers, as_json) as (pool, bar):
+            for outcome in pool.map(jobs()):
+                source = by_name[outcome.name]
+                if outcome.error is not None:
+                    report["failed"].append({"input": str(source), "error": outcome.error})
+                else:
+                    target = output / f"{source.stem}.png"
+                    save_result(outcome.image, target, outcome.plan)
+                    report["done"].append({"input": str(source), "output": str(target), "notes": outcome.notes})
+                bar(len(report["done"]) + len(report["failed"]), len(todo))
 
     def human() -> None:
         typer.echo(f"{len(report['done'])} edited, {len(report['skipped'])} already done, "
                    f"{len(report['failed'])} failed -> {output}")
-        for failure in report["failed"]:
-            typer.secho(f"failed: {failure['input']}: {failure['error']}", fg=typer.colors.RED, err=True)
+        for failed in report["failed"]:
+            typer.secho(f"failed: {failed['input']}: {failed['error']}", fg=typer.colors.RED, err=True)
 
     emit(report, as_json, human)
     if report["failed"]:
         raise typer.Exit(1)
+
+
+def _photos(input_dir: Path, output: Path) -> list[Path]:
+    if not input_dir.is_dir():
+        raise CliError(f"{input_dir}: not a folder")
+    photos = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    if not photos:
+        raise CliError(f"{input_dir}: no photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
+    if output.resolve() == input_dir.resolve():
+        raise CliError("the output folder is the input folder; choose another (photos are never overwritten)")
+    stems = [p.stem for p in photos]
+    if len(set(stems)) != len(stems):
+        raise CliError("two photos share a name (e.g. a.jpg and a.png); their results would collide")
+    return photos
+
+
+@contextmanager
+def _workers(kind: str, registry: Path | None, settings: Any, workers: int | None, quiet: bool):
+    """The workers, and a function that shows how many photos are finished. Local: per-photo bars with their
+    denoising steps, in this process; Ray: one bar for the batch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if kind == "local":
+        from assistant.workers import LocalWorkers
+
+        with edit_session(registry, quiet, settings) as (store, executor, progress):
+            yield LocalWorkers(store, executor, progress), lambda done, total: None
+        return
+    from assistant.paths import open_registry
+    from assistant.ray_workers import RayWorkers
+
+    folder = open_registry(registry).root.resolve()
+    pool = RayWorkers(folder, settings, workers)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=quiet) as bar:
+            job = bar.add_task(pool.where, total=None)
+            yield pool, lambda done, total: bar.update(job, completed=done, total=total)
+    finally:
+        pool.close()
 
 
 def register(app: Any) -> None:

@@ -11,7 +11,16 @@ import typer
 
 from assistant import __version__
 from assistant.batch_cli import register as register_batch_command
-from assistant.cli_common import CliError, JsonOption, emit, reported
+from assistant.cli_common import (
+    CliError,
+    DeviceOption,
+    JsonOption,
+    ResizeOption,
+    ShortSideOption,
+    diffusion_settings,
+    emit,
+    reported,
+)
 from assistant.edit_cli import register as register_edit_commands
 from assistant.plugins_cli import plugins_app
 from assistant.selector_cli import register as register_selector_commands
@@ -184,11 +193,9 @@ def apply(
     steps: Annotated[int | None, typer.Option(help="Steps of the first plugin (default: its own, 20).")] = None,
     chain_steps: Annotated[int, typer.Option(help="Steps of every later plugin.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    short_side: Annotated[int, typer.Option(help="Short side to process at (see --resize).")] = 512,
-    resize: Annotated[str, typer.Option(help="'min': upscale so the short side is at least --short-side, never "
-                                             "downscale (official infer.py); 'exact': scale it to --short-side "
-                                             "(official demo).")] = "min",
-    device: Annotated[str | None, typer.Option(help="cuda, mps or cpu (default: the best available).")] = None,
+    short_side: ShortSideOption = 512,
+    resize: ResizeOption = "min",
+    device: DeviceOption = None,
     registry: Annotated[Path | None, typer.Option(
         "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder for plugin ids (default: the data "
                                                          "folder's registry/).")] = None,
@@ -209,20 +216,17 @@ def apply(
             raise CliError("the output would overwrite the photo; choose another --output.")
         if output.exists() and not overwrite:
             raise CliError(f"{output} exists; pass --overwrite to replace it.")
-        if resize not in ("min", "exact"):
-            raise CliError(f"--resize must be 'min' or 'exact', not {resize!r}.")
         if output.suffix.lower() not in PIL.Image.registered_extensions():
             raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
         image = load_photo(photo)
-        from assistant.executor import DiffusionSettings, Executor, load_step
+        from assistant.executor import Executor
         from assistant.paths import open_registry
 
         store = open_registry(registry)
-        loaded = [load_step(ref, store) for ref in plugin]
-        executor = Executor(DiffusionSettings(base=base, image_encoder=image_encoder, device=device, steps=steps,
-                                              chain_steps=chain_steps, seed=seed, short_side=short_side,
-                                              resize=resize, quiet=as_json))
-        result = executor.run(image, loaded)
+        executor = Executor(diffusion_settings(device, short_side, resize, base=base, image_encoder=image_encoder,
+                                               steps=steps, chain_steps=chain_steps, seed=seed, quiet=as_json))
+        loaded = [executor.load(ref, store) for ref in plugin]
+        result = executor.run(image, loaded).image
         pipe = executor.pipe
         output.parent.mkdir(parents=True, exist_ok=True)
         result.save(output)

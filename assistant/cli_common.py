@@ -15,6 +15,39 @@ RegistryOption = Annotated[Path | None, typer.Option(
     "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 
 
+DeviceOption = Annotated[str | None, typer.Option(
+    help="cuda, cuda:1, mps or cpu (default: CUDA, then Apple MPS, then CPU; fp16 on CUDA).")]
+ShortSideOption = Annotated[int, typer.Option(
+    help="Process diffusion plugins with the photo's short side at least this (lower it if memory runs out).")]
+ResizeOption = Annotated[str, typer.Option(
+    help="'min': never shrink, only enlarge a photo whose short side is under --short-side (official infer.py); "
+         "'exact': scale the short side to --short-side and the result back (official demo; bounds memory).")]
+ChainLatentsOption = Annotated[bool, typer.Option(
+    help="Chained diffusion plugins pass latents on instead of decoding and re-encoding (faster; not the "
+         "official behaviour).")]
+QualityCheckOption = Annotated[bool, typer.Option(
+    help="Measure every step (sharpness, contrast, colour cast, clipping); a step that makes the photo worse is "
+         "tried after the next one (at most 2 extra calls) or skipped, and the plan says so.")]
+
+CompileOption = Annotated[bool, typer.Option(
+    "--compile", help="CUDA only: compile the denoiser into a CUDA graph. The first photo of each size waits "
+                      "about a minute; every later one runs about 3x faster. For batches and long sessions.")]
+
+
+def diffusion_settings(device: str | None = None, short_side: int = 512, resize: str = "min",
+                       chain_latents: bool = False, quality_check: bool = False, compile: bool = False,
+                       **more: Any) -> Any:
+    """The executor's settings from the options `edit`, `run` and `batch` share."""
+    from assistant.executor import DiffusionSettings
+
+    if short_side < 8:  # the SD VAE's factor: anything smaller has no latent pixel
+        raise CliError(f"--short-side must be at least 8, got {short_side}")
+    if resize not in ("min", "exact"):
+        raise CliError(f"--resize must be 'min' or 'exact', not {resize!r}")
+    return DiffusionSettings(device=device, short_side=short_side, resize=resize, chain_latents=chain_latents,
+                             quality_check=quality_check, compile=compile, **more)
+
+
 class CliError(Exception):
     """An error to show the user as one line, exiting 1."""
 
@@ -22,11 +55,19 @@ class CliError(Exception):
 @contextmanager
 def reported(as_json: bool) -> Iterator[None]:
     """Turn expected failures into one clear line (or a JSON error object) and exit status 1."""
+    from assistant.executor import Cancelled
     from plugins.diffplugin.errors import USER_ERRORS
     from registry.errors import RegistryError
 
     try:
         yield
+    except (Cancelled, KeyboardInterrupt):
+        message = "cancelled; no partial result was written"
+        if as_json:
+            print(json.dumps({"error": message, "type": "Cancelled"}))
+        else:
+            typer.secho(message, fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     except (CliError, RegistryError, *USER_ERRORS) as err:
         if as_json:
             print(json.dumps({"error": str(err), "type": type(err).__name__}))

@@ -8,7 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
+from assistant.cli_common import (
+    ChainLatentsOption,
+    CliError,
+    CompileOption,
+    DeviceOption,
+    JsonOption,
+    QualityCheckOption,
+    RegistryOption,
+    ResizeOption,
+    ShortSideOption,
+    diffusion_settings,
+    emit,
+    reported,
+)
 
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
 LLMOption = Annotated[str | None, typer.Option(
@@ -45,6 +58,12 @@ def run_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output photo, or a folder for several inputs.")],
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = None,
+    short_side: ShortSideOption = 512,
+    resize: ResizeOption = "min",
+    chain_latents: ChainLatentsOption = False,
+    quality_check: QualityCheckOption = False,
+    compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Replay a saved plan on one or many photos."""
@@ -53,12 +72,18 @@ def run_command(
 
         plan = Plan.load(plan_file)
         targets = _targets(inputs, output)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile)
         results = []
-        with edit_session(registry, as_json) as (store, executor, progress):
+        with edit_session(registry, as_json, settings) as (store, executor, progress):
             for source, target in targets:
                 results.append(_edit_one(plan.model_copy(deep=True), source, target, store, executor, progress,
                                          overwrite))
-    emit({"outputs": results}, as_json, lambda: [typer.echo(f"{r['input']} -> {r['output']}") for r in results])
+    def human() -> None:
+        for r in results:
+            _notes(r["notes"])
+            typer.echo(f"{r['input']} -> {r['output']}")
+
+    emit({"outputs": results}, as_json, human)
 
 
 def edit_command(
@@ -69,6 +94,12 @@ def edit_command(
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
     llm: LLMOption = None,
+    device: DeviceOption = None,
+    short_side: ShortSideOption = 512,
+    resize: ResizeOption = "min",
+    chain_latents: ChainLatentsOption = False,
+    quality_check: QualityCheckOption = False,
+    compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Plan and run in one go: the edited photo, and the plan that made it beside it.
@@ -81,19 +112,25 @@ def edit_command(
         from plugins.data.photos import load_photo
 
         check_output(output, [photo], overwrite)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile)
         image = load_photo(photo)
         plan = load_planner(registry, llm).plan(request, image)
         if not plan.steps:
             raise CliError("; ".join(plan.notes) or "nothing to do")
         if not as_json:
             _show(plan)
-        with edit_session(registry, as_json) as (store, executor, progress):
+        with edit_session(registry, as_json, settings) as (store, executor, progress):
             result = _edit_one(plan, photo, output, store, executor, progress, overwrite, image)
-    emit({**result, "plan": plan.to_json()}, as_json, lambda: typer.echo(f"-> {output} (plan: {result['plan']})"))
+
+    def human() -> None:
+        _notes(result["notes"])
+        typer.echo(f"-> {output} (plan: {result['plan']})")
+
+    emit({**result, "plan": plan.to_json()}, as_json, human)
 
 
 def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, progress: Any, overwrite: bool,
-              image: Any = None) -> dict[str, str]:
+              image: Any = None) -> dict[str, Any]:
     from assistant.photo_output import check_output, save_result, sidecar
     from assistant.planning import run_plan
     from plugins.data.photos import load_photo
@@ -101,8 +138,14 @@ def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, 
     check_output(target, [source], overwrite)
     image = image if image is not None else load_photo(source)
     result = run_plan(plan, image, store, executor, progress(source.name, len(plan.steps)))
-    save_result(result, target, plan)
-    return {"input": str(source), "output": str(target), "plan": str(sidecar(target))}
+    save_result(result.image, target, plan)
+    return {"input": str(source), "output": str(target), "plan": str(sidecar(target)), "notes": result.notes,
+            "checks": result.checks}
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
 
 
 def _targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
@@ -117,19 +160,33 @@ def _targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 
 @contextmanager
-def edit_session(registry: Path | None, quiet: bool):
-    """The registry, one executor for all photos (the base model loads once), and per-photo progress bars."""
+def edit_session(registry: Path | None, quiet: bool, settings: Any = None):
+    """The registry, one executor for all photos (the base model loads once), and per-photo progress bars: plan
+    steps, and the denoising steps of the diffusion plugin running now."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from assistant.executor import DiffusionSettings, Executor
+    from assistant.executor import DiffusionSettings, Executor, ProgressEvent
     from assistant.paths import open_registry
 
     store = open_registry(registry)
-    executor = Executor(DiffusionSettings(quiet=quiet))
+    executor = Executor(settings or DiffusionSettings())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=quiet) as bar:
         def progress(name: str, total: int):
             job = bar.add_task(name, total=total)
-            return lambda done, _, what: bar.update(job, completed=done, description=f"{name}: {what}")
+            denoising: list[Any] = []
+
+            def show(event: ProgressEvent) -> None:
+                if event.kind == "denoise":
+                    if not denoising:
+                        denoising.append(bar.add_task("", total=event.denoise_total))
+                    bar.update(denoising[0], completed=event.denoise, total=event.denoise_total,
+                               description=f"  {event.what}: denoising")
+                    return
+                bar.update(job, completed=event.done, description=f"{name}: {event.what}")
+                if event.kind == "done" and denoising:
+                    bar.remove_task(denoising.pop())
+
+            return show
 
         yield store, executor, progress
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 #: Default budget: room for about a dozen Task-Plugins in fp32.
@@ -37,6 +38,9 @@ class PluginCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def get(self, key: tuple, load: Callable[[], Any]) -> Any:
         """The cached plugin for `key`, or `load()`'s result, cached if it fits the budget."""
         if key in self._entries:
@@ -51,6 +55,13 @@ class PluginCache:
             while self.bytes > self.max_bytes:
                 self._entries.popitem(last=False)
         return plugin
+
+
+def folder_key(folder: Path) -> tuple:
+    """What identifies a plugin folder's bytes cheaply: its path and each file's size and modification time."""
+    folder = folder.resolve()
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return (str(folder), tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
 
 
 def cache_key(status: Any) -> tuple:

@@ -38,28 +38,8 @@ from torch import nn
 
 from plugins.diffplugin.pipeline import predict_noise
 from plugins.diffplugin.scb import SCBNet
+from plugins.diffplugin.tiny import SD14_UNET_CONFIG
 from plugins.diffplugin.tpb import TPBNet
-
-#: The UNet config of CompVis/stable-diffusion-v1-4 (unet/config.json), written out so nothing is downloaded.
-SD14_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "center_input_sample": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "downsample_padding": 1,
-    "mid_block_scale_factor": 1,
-    "act_fn": "silu",
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
 
 #: Patch tokens of CLIP ViT-L/14 at 224 px (16x16 patches, CLS dropped) and their width.
 CLIP_TOKENS = 256

@@ -27,8 +27,9 @@ def load_planner(registry: str | Path | None = None, llm: str | None = None) -> 
     return LLMPlanner(load_chat_model(llm), planner, name=llm)
 
 
-def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None) -> Any:
-    """Run `plan` on `image` through `executor`; records diffplugin's and the plugins' versions in the plan."""
+def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None, cancel: Any = None) -> Any:
+    """Run `plan` on `image` through `executor` (an `assistant.executor.RunResult` comes back). Records in the
+    plan diffplugin's and the plugins' versions and, when the quality check changed it, the steps as they ran."""
     from assistant import __version__
     from assistant.executor import ExecutorError
 
@@ -39,4 +40,9 @@ def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any
     for step, plugin in zip(plan.steps, loaded, strict=True):
         manifest = getattr(plugin, "manifest", None)
         plan.versions[step.plugin] = manifest.version if manifest else "folder"
-    return executor.run(image, loaded, [step.params for step in plan.steps], progress=progress)
+    result = executor.run(image, loaded, [step.params for step in plan.steps], progress=progress, cancel=cancel)
+    plan.notes.extend(result.notes)
+    if result.order != list(range(len(plan.steps))):
+        plan.steps = [plan.steps[i] for i in result.order]
+        plan.order = "quality-check"
+    return result

@@ -35,8 +35,9 @@ class Plan(BaseModel):
     request: str | None = Field(None, description="What the user asked for.")
     steps: list[Step] = Field(default_factory=list)
     source: Source = "planner"
-    order: Literal["user", "policy", "single", "none"] = Field(
-        "policy", description="Where the order came from: the user's words, the order policy, or only one step.")
+    order: Literal["user", "policy", "single", "none", "quality-check"] = Field(
+        "policy", description="Where the order came from: the user's words, the order policy, only one step, or "
+                              "the quality check, which changed or dropped steps when the plan ran.")
     policy_version: str | None = None
     notes: list[str] = Field(default_factory=list, description="What the user should know (low confidence, "
                                                                "fallbacks, missing weights).")

@@ -27,6 +27,7 @@ DEFAULT_BASE = "CompVis/stable-diffusion-v1-4"
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-large-patch14"
 
 ResizeMode = Literal["min", "exact"]
+ChainClip = Literal["original", "current"]
 StepCallback = Callable[["DiffPluginPipeline", dict[str, Any]], None]
 
 
@@ -74,6 +75,23 @@ class DiffPluginPipeline(DiffusionPipeline):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.denoiser: Callable[..., torch.Tensor] = predict_noise
+
+    def compile_denoiser(self) -> None:
+        """Run every denoiser call (SCB + UNet) as one `torch.compile`d CUDA graph: ~3x faster per photo on an
+        H200 (docs/benchmarks.md). The first call per plugin and photo size compiles (about a minute); later
+        calls replay. CUDA only."""
+        if self.device.type != "cuda":
+            raise ValueError(f"compiling the denoiser needs a CUDA GPU; this pipeline is on {self.device.type}.")
+        # One graph for both: separate graphs would let the SCB's next replay overwrite residuals the UNet's graph
+        # still reads. The output is cloned because UniPC keeps past outputs across steps.
+        graphed = torch.compile(predict_noise, mode="reduce-overhead")
+
+        def denoiser(*args: Any, **kwargs: Any) -> torch.Tensor:
+            torch.compiler.cudagraph_mark_step_begin()
+            return graphed(*args, **kwargs).clone()
+
+        self.denoiser = denoiser
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -149,12 +167,17 @@ class DiffPluginPipeline(DiffusionPipeline):
         conditioning_scale: float = 1.0,
         callback: StepCallback | None = None,
         plugin_index: int = 0,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run one plugin's denoising loop on `image` ([-1, 1]); returns the final latents."""
+        """Run one plugin's denoising loop on `image` ([-1, 1]); returns the final latents.
+
+        `condition` replaces the VAE latent of `image` as the SCB's input (a chain passing latents on)."""
         device, dtype = self._execution_device, self.unet.dtype
         plugin.to(device=device, dtype=dtype)
         prompt = plugin.tpb(clip_tokens.to(dtype))
-        cond = self.encode_condition(image).to(dtype)  # the VAE may run in another dtype (e.g. upcast to fp32)
+        if condition is None:
+            condition = self.encode_condition(image)
+        cond = condition.to(dtype)  # the VAE may run in another dtype (e.g. upcast to fp32)
         noise = randn_tensor(cond.shape, generator=generator, device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -165,7 +188,7 @@ class DiffPluginPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(timesteps)):
             if not pure_noise and t >= plugin.settings.time_threshold:
                 latents = self.scheduler.add_noise(cond, noise, t.reshape(1))
-            noise_pred = predict_noise(self.unet, plugin.scb, self.scheduler.scale_model_input(latents, t), t,
+            noise_pred = self.denoiser(self.unet, plugin.scb, self.scheduler.scale_model_input(latents, t), t,
                                        prompt, cond, conditioning_scale)
             latents = self.scheduler.step(noise_pred, t, latents).prev_sample
             if callback is not None:
@@ -174,7 +197,8 @@ class DiffPluginPipeline(DiffusionPipeline):
         return latents
 
     def check_inputs(self, image: Any, plugins: Sequence[TaskPlugin], num_inference_steps: int | None,
-                     chain_num_inference_steps: int, output_size: str, resize_mode: str) -> None:
+                     chain_num_inference_steps: int, output_size: str, resize_mode: str,
+                     chain_clip: str = "original") -> None:
         if not isinstance(image, (PIL.Image.Image, np.ndarray)):
             raise TypeError(f"image must be a PIL image or an HxWx3 numpy array, not {type(image).__name__}.")
         if not plugins:
@@ -187,6 +211,8 @@ class DiffPluginPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
         if chain_num_inference_steps < 1:
             raise ValueError(f"chain_num_inference_steps must be >= 1, got {chain_num_inference_steps}.")
+        if chain_clip not in ("original", "current"):
+            raise ValueError(f"chain_clip must be 'original' or 'current', got {chain_clip!r}.")
         if output_size not in ("input", "processed"):
             raise ValueError(f"output_size must be 'input' or 'processed', got {output_size!r}.")
         if resize_mode not in ("min", "exact"):
@@ -207,6 +233,9 @@ class DiffPluginPipeline(DiffusionPipeline):
         conditioning_scale: float = 1.0,
         output_type: Literal["pil", "np", "pt"] = "pil",
         callback: StepCallback | None = None,
+        chain_latents: bool = False,
+        chain_clip: ChainClip = "original",
+        clip_image: PIL.Image.Image | None = None,
         return_dict: bool = True,
     ) -> DiffPluginPipelineOutput | tuple:
         r"""Restore `image` with `plugins`, in the order given.
@@ -224,29 +253,45 @@ class DiffPluginPipeline(DiffusionPipeline):
             conditioning_scale (`float`, *optional*, defaults to 1.0): Multiplier on the SCB residuals.
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             callback (`Callable`, *optional*): Called after every denoising step with the pipeline and a dict
-                (`plugin_index`, `task`, `step`, `num_steps`, `timestep`, `latents`).
+                (`plugin_index`, `task`, `step`, `num_steps`, `timestep`, `latents`). An exception it raises
+                stops the call (how a caller cancels between steps).
+            chain_latents (`bool`, *optional*, defaults to `False`): A later plugin takes the previous one's final
+                latents as its SCB condition, skipping a VAE decode and encode per link. The official chain
+                decodes and re-encodes (`False`).
+            chain_clip (`str`, *optional*, defaults to `"original"`): The CLIP tokens every plugin's prompt is
+                made from: of the original photo (`"original"`, the official chain) or of the previous plugin's
+                output (`"current"`, one more CLIP pass per link).
+            clip_image (`PIL.Image.Image`, *optional*): Make the prompts from this photo's CLIP tokens instead of
+                `image`'s, e.g. to continue a chain one plugin at a time.
         """
         # 1. Check inputs
         plugins = [plugins] if isinstance(plugins, TaskPlugin) else list(plugins)
-        self.check_inputs(image, plugins, num_inference_steps, chain_num_inference_steps, output_size, resize_mode)
+        self.check_inputs(image, plugins, num_inference_steps, chain_num_inference_steps, output_size, resize_mode,
+                          chain_clip)
         if isinstance(image, np.ndarray):
             image = PIL.Image.fromarray(image)
         image = image.convert("RGB")
 
         # 2. CLIP tokens of the original photo, shared by every plugin of the chain (as the official chain does)
-        clip_tokens = self.encode_clip_tokens(image)
+        clip_tokens = self.encode_clip_tokens(clip_image.convert("RGB") if clip_image is not None else image)
 
         # 3. Resize and normalise the photo
         width, height = self.target_size(*image.size, short_side, resize_mode)
         current = self.image_processor.preprocess(image, height=height, width=width)
 
         # 4. Run each plugin on the previous output
+        condition = None
         for index, plugin in enumerate(plugins):
             steps = (num_inference_steps or plugin.settings.num_inference_steps) if index == 0 \
                 else chain_num_inference_steps
+            if index and chain_clip == "current":
+                clip_tokens = self.encode_clip_tokens(self.image_processor.postprocess(current)[0])
             latents = self.restore_latents(plugin, current, clip_tokens, steps, generator, conditioning_scale,
-                                           callback, index)
-            current = self.decode(latents)
+                                           callback, index, condition)
+            last = index == len(plugins) - 1
+            condition = latents if chain_latents and not last else None
+            if condition is None or chain_clip == "current":
+                current = self.decode(latents)
 
         # 5. Back to the photo's size and to the requested type
         if output_size == "input" and current.shape[-2:] != (image.height, image.width):

@@ -4,12 +4,15 @@
 scheduler with SD-1.x's schedule) at a few hundred thousand parameters, so code paths that load real weights
 can be exercised end to end through the same `from_pretrained` calls. `make_tiny_text_encoder` adds the SD-1.x
 text encoder and a small but working byte-level BPE tokenizer, for the paper's Plugin-Selector.
+`make_sd1_shaped_base` builds the real sizes (SD-1.4's UNet and VAE, CLIP ViT-L/14) with random weights, for
+timing on a GPU without downloading anything.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
@@ -33,6 +36,67 @@ SD1_SCHEDULE = {
     "steps_offset": 1,
     "prediction_type": "epsilon",
 }
+
+
+#: The UNet config of CompVis/stable-diffusion-v1-4 (unet/config.json), written out so nothing is downloaded.
+SD14_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+
+#: SD-1.x's VAE (vae/config.json) and CLIP ViT-L/14's vision tower, likewise.
+SD1_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+CLIP_VIT_L14_CONFIG: dict[str, Any] = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+
+
+def make_sd1_shaped_base(seed: int = 0) -> DiffPluginPipeline:
+    """SD-1.4's UNet and VAE with CLIP ViT-L/14's vision tower, random weights (CPU, fp32): the real sizes and
+    cost, nothing downloaded. ~1.1 B parameters; for timing, not for pictures."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DiffPluginPipeline(
+            vae=AutoencoderKL(**SD1_VAE_CONFIG),
+            unet=UNet2DConditionModel(**SD14_UNET_CONFIG),
+            scheduler=UniPCMultistepScheduler(**SD1_SCHEDULE, final_sigmas_type="sigma_min"),
+            image_encoder=CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_L14_CONFIG)),
+            feature_extractor=CLIPImageProcessor(size={"shortest_edge": 224},
+                                                 crop_size={"height": 224, "width": 224}),
+        )
 
 
 def make_tiny_base(path: str | Path | None = None, seed: int = 0) -> DiffPluginPipeline:
