@@ -11,6 +11,7 @@ import typer
 
 from assistant import __version__
 from assistant.batch_cli import register as register_batch_command
+from assistant.chat_cli import register as register_chat_command
 from assistant.cli_common import (
     CliError,
     DeviceOption,
@@ -51,6 +52,7 @@ app.add_typer(plugins_app, name="plugins")
 app.add_typer(eval_app, name="eval")
 register_edit_commands(app)
 register_batch_command(app)
+register_chat_command(app)
 register_selector_commands(app, train_app, eval_app)
 
 def _version(value: bool) -> None:

@@ -30,3 +30,28 @@ def python_folder(dest: Path, version: str | None = None) -> Path:
         manifest = dest / "diffplugin.yaml"
         manifest.write_text(manifest.read_text().replace("version: 1.0.0", f"version: {version}"))
     return dest
+
+
+#: A code plugin for a task the selector was never trained on: the colour negative of a photo.
+NEGATIVE_MANIFEST = """schema_version: "1.0"
+id: acme/negative
+version: 1.0.0
+name: Photo negative
+description: Turns a photo into its colour negative.
+tasks: [negative]
+examples: [make a negative of the photo, invert the colours, turn it into a film negative]
+kind: python
+python: {entry_point: "negative:negative"}
+license: MIT
+authors: [{name: Test Author}]
+"""
+NEGATIVE_CODE = "from PIL import ImageOps\n\n\ndef negative(image):\n    return ImageOps.invert(image.convert('RGB'))\n"
+
+
+def code_folder(dest: Path, manifest: str = NEGATIVE_MANIFEST, code: str = NEGATIVE_CODE) -> Path:
+    """A code plugin folder: the manifest, and the module its entry point names."""
+    module = manifest.split('entry_point: "', 1)[1].split(":", 1)[0]
+    dest.mkdir(parents=True)
+    (dest / "diffplugin.yaml").write_text(manifest)
+    (dest / f"{module}.py").write_text(code)
+    return dest

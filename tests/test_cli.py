@@ -29,7 +29,8 @@ def as_json(result) -> dict | list:
 
 
 def test_importing_the_cli_does_not_import_torch() -> None:
-    code = "import sys, assistant.cli; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    code = ("import sys, assistant.cli, assistant.chat.app; "
+            "print('torch' in sys.modules, 'diffusers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -37,7 +38,7 @@ def test_importing_the_cli_does_not_import_torch() -> None:
 def test_help_lists_the_verbs() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for verb in ("models", "train", "data", "apply"):
+    for verb in ("models", "train", "data", "apply", "edit", "batch", "chat"):
         assert verb in result.stdout
     models = invoke("models", "--help").stdout
     assert all(v in models for v in ("pull", "convert", "make-tiny"))

@@ -29,6 +29,9 @@ def test_plan_files_round_trip(tmp_path: Path, suffix: str) -> None:
     path = plan.save(tmp_path / f"p{suffix}")
     assert Plan.load(path) == plan
     assert not list(tmp_path.glob(".*partial"))
+    fresh = tmp_path / "fresh"
+    fresh.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == fresh.stat().st_mode & 0o777  # not mkstemp's private 0600
 
 
 def test_bad_plan_files_name_the_file_and_field(tmp_path: Path) -> None:
@@ -92,28 +95,12 @@ def test_missing_weights_are_said(planner) -> None:
 
 
 # --------------------------------------------------------------------------- commands
-NEGATIVE = """schema_version: "1.0"
-id: acme/negative
-version: 1.0.0
-name: Photo negative
-description: Turns a photo into its colour negative.
-tasks: [negative]
-examples: [make a negative of the photo, invert the colours, turn it into a film negative]
-kind: python
-python: {entry_point: "negative:negative"}
-license: MIT
-authors: [{name: Test Author}]
-"""
-
-
 @pytest.fixture
 def negative_registry(tmp_path: Path) -> Path:
     """A registry with a trusted code plugin for a task the selector was never trained on."""
-    folder = tmp_path / "negative"
-    folder.mkdir()
-    (folder / "diffplugin.yaml").write_text(NEGATIVE)
-    (folder / "negative.py").write_text("from PIL import ImageOps\n\n\ndef negative(image):\n"
-                                        "    return ImageOps.invert(image.convert('RGB'))\n")
+    from tests.plugin_folders import code_folder
+
+    folder = code_folder(tmp_path / "negative")
     registry = tmp_path / "reg"
     ok(runner.invoke(app, ["plugins", "--registry", str(registry), "install", str(folder), "--trust", "--json"]))
     return registry

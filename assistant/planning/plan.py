@@ -81,6 +81,15 @@ class Plan(BaseModel):
             raise PlanError(f"{path}: {where}: {first['msg']}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; done once, at import, before any thread starts
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +97,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        # mkstemp makes the file private (0600); a photo or plan should get the permissions any new file gets.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,73 @@
+"""The Textual app behind `diffplugin chat`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from assistant.chat.chat_screen import ChatScreen
+from assistant.chat.palette import ChatCommands
+from assistant.chat.session import ChatSession
+
+
+def keymap_file() -> Path:
+    from assistant.paths import data_dir
+
+    return data_dir() / "chat" / "keymap.yaml"
+
+
+def load_keymap() -> dict[str, str]:
+    """Your own keys, by binding id (`chat.undo: f9`), from keymap.yaml in the chat's data folder."""
+    import yaml
+
+    path = keymap_file()
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: expected lines like `chat.undo: f9` (binding id: keys)")
+    return data
+
+
+def system_viewer(path: Path) -> None:
+    import click
+
+    click.launch(str(path))
+
+
+class ChatApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "diffplugin chat"
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "toggle_help", "Keys", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, session: ChatSession, renderer: str = "auto", llm: str | None = None,
+                 viewer: Callable[[Path], None] = system_viewer) -> None:
+        super().__init__()
+        self.session, self.renderer, self.llm, self.viewer = session, renderer, llm, viewer
+
+    def on_mount(self) -> None:
+        try:
+            self.set_keymap(load_keymap())
+        except ValueError as err:  # `diffplugin chat` checks it first; this is for apps started from Python
+            self.notify(str(err), severity="error")
+        self.push_screen(ChatScreen(self.session, self.renderer))
+
+    def action_toggle_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def open_in_viewer(self, path: Path) -> None:
+        try:
+            self.viewer(path)
+        except OSError as err:
+            self.notify(f"could not open a viewer: {err}", severity="error")

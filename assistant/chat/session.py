@@ -1,0 +1,277 @@
+"""What the chat does, without any UI: a conversation about one photo.
+
+The user asks; the planner proposes a plan; the user may reorder, remove, add or tune its steps; running it makes
+a new version of the photo. Versions form an undo/redo history. Everything is persisted through
+`ConversationStore`, so a conversation can be resumed. The Textual app (app.py) only renders this and runs the
+slow calls (`plan`, `run`) in worker threads.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+
+from assistant.chat.store import Conversation, ConversationStore, Message, Version
+from assistant.planning import Plan, Step
+
+#: Replies that mean "run the plan you proposed".
+YES = re.compile(r"^\s*(y|yes|yep|sure|ok|okay|go|go ahead|do it|run|run it|apply|apply it|please do)\W*$", re.I)
+
+
+class ChatError(ValueError):
+    """Something the user asked that cannot be done now, said in one line."""
+
+
+@dataclass
+class Reply:
+    """What the assistant says back: text, and the plan it proposes (if any)."""
+
+    text: str
+    plan: Plan | None = None
+    ask: bool = False  # the assistant is unsure and waits for a yes or a change
+
+
+@dataclass
+class ChatSession:
+    store: ConversationStore
+    conversation: Conversation
+    registry: Any
+    planner: Any = None  # loaded lazily: the selector takes seconds to load
+    executor: Any = None
+    pending: Plan | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def start(cls, store: ConversationStore, registry: Any, photo: Path | None = None) -> ChatSession:
+        conversation = store.create(photo.name if photo else "new conversation", photo)
+        session = cls(store, conversation, registry)
+        if photo is not None:
+            session.open_photo(photo)
+        return session
+
+    @classmethod
+    def resume(cls, store: ConversationStore, registry: Any, conversation: str) -> ChatSession:
+        return cls(store, store.get(conversation), registry)
+
+    def open_photo(self, photo: Path) -> Version:
+        """Start the history from `photo` (read, never written: version 0 is a copy)."""
+        from plugins.data.photos import load_photo
+
+        image = load_photo(photo)
+        self.pending = None
+        self.store.set_current(self.conversation.id, -1)
+        version = self._save_version(image, None, f"original: {photo.name}")
+        self.say("assistant", f"Opened {photo.name} ({image.width}x{image.height}). What should I do with it?")
+        return version
+
+    # ------------------------------------------------------------------ reading state
+    @property
+    def id(self) -> str:
+        return self.conversation.id
+
+    def refresh(self) -> Conversation:
+        self.conversation = self.store.get(self.conversation.id)
+        return self.conversation
+
+    def messages(self) -> list[Message]:
+        return self.store.messages(self.id)
+
+    def versions(self) -> list[Version]:
+        return self.store.versions(self.id)
+
+    def current(self) -> Version | None:
+        index = self.refresh().current
+        versions = self.versions()
+        return versions[index] if 0 <= index < len(versions) else None
+
+    def image(self, version: Version | None = None) -> PIL.Image.Image:
+        version = version or self.current()
+        if version is None:
+            raise ChatError("no photo yet: /open PATH, or start with `diffplugin chat PHOTO`")
+        with PIL.Image.open(version.file) as opened:
+            return opened.convert("RGB")
+
+    def original(self) -> PIL.Image.Image:
+        versions = self.versions()
+        if not versions:
+            raise ChatError("no photo yet: /open PATH")
+        return self.image(versions[0])
+
+    def say(self, role: str, text: str) -> None:
+        self.store.add_message(self.id, role, text)
+
+    # ------------------------------------------------------------------ planning
+    def propose(self, request: str) -> Reply:
+        """Plan `request` on the current photo; the plan waits for the user's go (or changes)."""
+        from assistant.planning.planner import LOW_CONFIDENCE
+
+        self.say("user", request)
+        if self.planner is None:
+            raise ChatError("the planner is still loading; try again in a moment")
+        image = self.image() if self.current() else None
+        plan = self.planner.plan(request, image)
+        if not plan.steps:
+            self.pending = None
+            reply = Reply("I can't do that with the installed plugins. " + " ".join(plan.notes)
+                          + " Try e.g. \"remove the rain\" or \"make it brighter\"; F2 browses plugins.")
+        else:
+            self.pending = plan
+            unsure = [s for s in plan.steps if s.confidence is not None and s.confidence < LOW_CONFIDENCE]
+            lines = [f"Here is my plan ({len(plan.steps)} step{'s' if len(plan.steps) > 1 else ''}):"]
+            lines += [describe_step(i, s) for i, s in enumerate(plan.steps, 1)]
+            lines += [f"note: {note}" for note in plan.notes]
+            if unsure:
+                lines.append(f"I'm not sure you asked for {', '.join(s.task for s in unsure)}. Say yes to run it "
+                             "anyway, or change the plan (/remove N).")
+            else:
+                lines.append("Say yes (or ctrl+r) to run it, or change it first: /move, /remove, /add, /set.")
+            reply = Reply("\n".join(lines), plan, ask=bool(unsure))
+        self.say("assistant", reply.text)
+        return reply
+
+    def _plan(self) -> Plan:
+        if self.pending is None or not self.pending.steps:
+            raise ChatError("no plan yet: say what you want done first")
+        return self.pending
+
+    def _step_index(self, number: int) -> int:
+        steps = self._plan().steps
+        if not 1 <= number <= len(steps):
+            raise ChatError(f"there is no step {number}; the plan has steps 1 to {len(steps)}")
+        return number - 1
+
+    def move(self, number: int, to: int) -> Plan:
+        plan = self._plan()
+        step = plan.steps.pop(self._step_index(number))
+        plan.steps.insert(max(0, min(to - 1, len(plan.steps))), step)
+        plan.order = "user"
+        return plan
+
+    def remove(self, number: int) -> Plan:
+        plan = self._plan()
+        plan.steps.pop(self._step_index(number))
+        if not plan.steps:
+            self.pending = None
+        return plan
+
+    def add(self, ref: str, position: int | None = None) -> Plan:
+        """Add a step by plugin id (namespace/name) or task (the best runnable plugin for it is chosen)."""
+        from assistant.planning.planner import choose_plugin
+
+        if "/" in ref:
+            status = self.registry.get(ref)
+            step = Step(plugin=status.id, task=status.manifest.tasks[0], reason="you added it")
+        else:
+            plugin, note = choose_plugin(self.registry, ref, None)
+            if plugin is None:
+                raise ChatError(f"no plugin does '{ref}'; F2 searches and installs plugins")
+            step = Step(plugin=plugin, task=ref, reason="you added it" + (f" ({note})" if note else ""))
+        if self.pending is None:
+            self.pending = Plan(request=None, steps=[], source="user", order="user")
+        steps = self.pending.steps
+        steps.insert(len(steps) if position is None else max(0, min(position - 1, len(steps))), step)
+        return self.pending
+
+    def set_param(self, number: int, key: str, value: str) -> Plan:
+        """Set a step's option; numbers and true/false are parsed, the rest stays text."""
+        import yaml
+
+        plan = self._plan()
+        if not key.isidentifier():
+            raise ChatError(f"'{key}' is not an option name")
+        plan.steps[self._step_index(number)].params[key] = yaml.safe_load(value) if value else None
+        return plan
+
+    # ------------------------------------------------------------------ running
+    def run(self, progress: Any = None, cancel: threading.Event | None = None) -> Version:
+        """Run the pending plan on the current photo; the result becomes the next version."""
+        from assistant.executor import DiffusionSettings, Executor
+        from assistant.planning import run_plan
+
+        plan = self._plan()
+        with self._lock:  # one edit at a time, whatever the UI allows
+            if self.executor is None:
+                self.executor = Executor(DiffusionSettings(quiet=True))
+            result = run_plan(plan.model_copy(deep=True), self.image(), self.registry, self.executor, progress,
+                              cancel)
+            ran = plan.model_copy(deep=True)
+            ran.steps = [plan.steps[i] for i in result.order]
+            label = " -> ".join(s.task for s in ran.steps) or "no change"
+            version = self._save_version(result.image, ran.to_json(), label)
+        self.pending = None
+        notes = "".join(f"\nnote: {note}" for note in result.notes)
+        self.say("assistant", f"Done: {label} (version {version.index}).{notes} ctrl+z undoes it.")
+        return version
+
+    def _save_version(self, image: PIL.Image.Image, plan: dict[str, Any] | None, label: str) -> Version:
+        from assistant.planning.plan import write_atomic
+
+        current = self.refresh().current
+        file = self.store.version_folder(self.id) / f"v{current + 1}-{_stamp()}.png"
+        import io
+
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+        write_atomic(file, buffer.getvalue())
+        version = self.store.add_version(self.id, file, plan, label)
+        self.refresh()
+        return version
+
+    # ------------------------------------------------------------------ history
+    def undo(self) -> Version:
+        current = self.refresh().current
+        if current <= 0:
+            raise ChatError("nothing to undo")
+        self.store.set_current(self.id, current - 1)
+        version = self.current()
+        self.say("assistant", f"Undone: back to version {version.index} ({version.label}).")
+        return version
+
+    def redo(self) -> Version:
+        current, count = self.refresh().current, len(self.versions())
+        if current >= count - 1:
+            raise ChatError("nothing to redo")
+        self.store.set_current(self.id, current + 1)
+        version = self.current()
+        self.say("assistant", f"Redone: version {version.index} ({version.label}).")
+        return version
+
+    def combined_plan(self) -> Plan:
+        """One plan that replays every edit from the original to the current version."""
+        index = self.refresh().current
+        steps: list[Step] = []
+        requests: list[str] = []
+        for version in self.versions()[1:index + 1]:
+            plan = Plan.model_validate(version.plan)
+            steps += plan.steps
+            if plan.request:
+                requests.append(plan.request)
+        return Plan(request="; then ".join(requests) or None, steps=steps, source="user", order="user")
+
+    def export(self, output: Path, overwrite: bool = False) -> list[Path]:
+        """Write the current version and the plan that replays it from the original (a .plan.yaml beside it)."""
+        from assistant.photo_output import check_output, save_result
+
+        original = self.refresh().photo
+        check_output(output, [Path(original)] if original else [], overwrite)
+        written = save_result(self.image(), output, self.combined_plan())
+        self.say("assistant", f"Saved {output} and its plan {written[-1].name}.")
+        return written
+
+
+def describe_step(number: int, step: Step) -> str:
+    sure = f", confidence {step.confidence:.2f}" if step.confidence is not None else ""
+    params = f" {step.params}" if step.params else ""
+    return f"{number}. {step.task} with {step.plugin}{params} ({step.reason}{sure})"
+
+
+def _stamp() -> str:
+    import time
+
+    return f"{time.time_ns():x}"
