@@ -80,6 +80,9 @@ def batch_command(
             target = output / f"{photo.stem}.png"
             if target.is_file() and sidecar(target).is_file():
                 report["skipped"].append({"input": str(photo), "output": str(target)})
+            elif target.exists():  # not written by a batch (no plan beside it): someone's file, never replaced
+                report["failed"].append({"input": str(photo), "error": f"{target} exists and was not written by "
+                                                                        "diffplugin; move it or choose another -o"})
             else:
                 todo.append(photo)
 

@@ -28,7 +28,7 @@ from assistant.workers import Job, Outcome, edit, failure
 QUEUE_PER_WORKER = 2
 
 
-class RayWorkersError(RuntimeError):
+class RayWorkersError(ValueError):
     """Ray is missing, or the cluster cannot give the workers asked for."""
 
 
@@ -77,14 +77,18 @@ class RayWorkers:
 
     def map(self, jobs: Iterable[Job | Outcome]) -> Iterator[Outcome]:
         pending: dict[Any, tuple[Job, Any]] = {}
-        free = [actor for actor in self.actors for _ in range(QUEUE_PER_WORKER)]
+        # Interleaved, so that the first photos go one to each worker before any worker gets a second.
+        free = [actor for _ in range(QUEUE_PER_WORKER) for actor in self.actors]
         for job in jobs:
             if isinstance(job, Outcome):
                 yield job
                 continue
-            if not free:
+            while not free:
+                if not pending:
+                    raise RayWorkersError("every Ray worker has died; see Ray's logs (`ray status`, "
+                                          "/tmp/ray/session_latest/logs)")
                 yield from self._collect(pending, free, wait_for=1)
-            actor = free.pop()
+            actor = free.pop(0)
             ref = actor.edit.remote(job.name, np.asarray(job.image.convert("RGB")), job.plan.to_json())
             pending[ref] = (job, actor)
         while pending:
@@ -96,12 +100,18 @@ class RayWorkers:
         done, _ = self.ray.wait(list(pending), num_returns=wait_for)
         for ref in done:
             job, actor = pending.pop(ref)
-            free.append(actor)
             try:
                 reply = self.ray.get(ref)
-            except self.ray.exceptions.RayError as err:  # the worker died or its code raised
+            except self.ray.exceptions.RayActorError as err:  # the worker died (e.g. out of memory): not reused
+                self.actors = [a for a in self.actors if a is not actor]
+                free[:] = [a for a in free if a is not actor]
+                yield failure(job.name, err)
+                continue
+            except self.ray.exceptions.RayError as err:  # its code raised
+                free.append(actor)
                 yield failure(job.name, getattr(err, "cause", None) or err)
                 continue
+            free.append(actor)
             if reply["error"] is not None:
                 yield Outcome(job.name, error=reply["error"])
                 continue

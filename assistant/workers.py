@@ -13,9 +13,10 @@ from typing import Any, Protocol
 import PIL.Image
 
 from assistant.planning import Plan, run_plan
+from registry.errors import RegistryError
 
 #: What one photo's edit may raise without stopping the batch (a bad photo, a plugin that refuses to run).
-EDIT_ERRORS = (ValueError, OSError, RuntimeError)
+EDIT_ERRORS = (ValueError, OSError, RuntimeError, RegistryError)
 
 
 @dataclass

@@ -143,3 +143,17 @@ def test_ray_workers_keep_a_diffusion_base_resident(tmp_path: Path, tiny_pipe) -
     assert len(local) == len(ray) == 3
     # A Ray worker computes with one thread, this process with several: float sums may round a level apart.
     assert all(np.abs(local[name].astype(int) - ray[name].astype(int)).max() <= 1 for name in local)
+
+
+def test_batch_never_replaces_a_file_it_did_not_write(tmp_path: Path) -> None:
+    folder = photos(tmp_path / "in", bad=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "coffee.png"
+    mine.write_bytes(b"the user's own file")
+    result = runner.invoke(app, ["batch", str(folder), "make it brighter", "-o", str(out), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert [Path(f["input"]).name for f in report["failed"]] == ["coffee.jpg"]
+    assert "not written by diffplugin" in report["failed"][0]["error"]
+    assert mine.read_bytes() == b"the user's own file" and len(report["done"]) == 2

@@ -179,6 +179,13 @@ def test_plugin_browser_search_and_trusted_install(photo_file: Path, tmp_path: P
             await pilot.press("enter")
             await pilot.pause()
             assert "runs its own Python code" in str(app.screen.query_one(".question").render())
+            await pilot.press("enter")  # the default answer is no: an extra enter never trusts code
+            await pilot.pause()
+            assert "not installed" in str(browser.query_one("#plugin-status").render())
+            path.value = str(folder)
+            path.focus()
+            await pilot.press("enter")
+            await pilot.pause()
             await pilot.press("y")
             await pilot.pause()
             assert "installed acme/negative 1.0.0" in str(browser.query_one("#plugin-status").render())
@@ -314,3 +321,34 @@ def test_diffusion_plugins_run_in_the_chat_with_denoising_progress(photo_file: P
 
     asyncio.run(scenario())
     assert any("denoising step 4/4" in text for text in seen), seen
+
+
+def test_a_proposed_plan_survives_closing_the_chat(photo_file: Path) -> None:
+    session = new_session(photo_file)
+    session.add("exposure")
+    session.set_param(1, "ev", "0.5")
+    resumed = ChatSession.resume(ConversationStore(data_dir() / "chat"), session.registry, session.id)
+    assert [s.plugin for s in resumed.pending.steps] == ["diffplugin/exposure"]
+    assert resumed.pending.steps[0].params == {"ev": 0.5}
+    version, text = resumed.run()
+    assert version.index == 1 and "Done: exposure" in text and resumed.pending is None
+    again = ChatSession.resume(ConversationStore(data_dir() / "chat"), session.registry, session.id)
+    assert again.pending is None and again.current().index == 1
+
+
+def test_messages_from_many_threads_keep_their_order_numbers(photo_file: Path) -> None:
+    import threading
+
+    session = new_session(photo_file)
+    before = len(session.messages())
+
+    def talk(n: int) -> None:
+        for i in range(40):
+            session.say("user", f"{n}-{i}")
+
+    threads = [threading.Thread(target=talk, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(session.messages()) == before + 240

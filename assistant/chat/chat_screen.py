@@ -127,8 +127,10 @@ class ChatScreen(Screen[None]):
             elif name == "open":
                 if not args:
                     raise SlashError("/open needs a path: /open PATH")
-                self.session.open_photo(Path(args[0]).expanduser())
-                self.say("assistant", self.session.messages()[-1].text)
+                if self.cancel_event is not None:
+                    raise ChatError("an edit is running; wait for it (or cancel it with escape) before /open")
+                _, text = self.session.open_photo(Path(args[0]).expanduser())
+                self.say("assistant", text)
                 self.refresh_plan()
                 self.refresh_photo()
             elif name == "history":
@@ -180,6 +182,7 @@ class ChatScreen(Screen[None]):
         from assistant.planning import load_planner
 
         llm = getattr(self.app, "llm", None)
+        self.session.planner_error = None
         try:
             try:
                 self.session.planner = load_planner(self.session.registry.root, llm)
@@ -190,6 +193,7 @@ class ChatScreen(Screen[None]):
                                                       "planning without it")
                 self.session.planner = load_planner(self.session.registry.root, None)
         except SHOWN_ERRORS as err:
+            self.session.planner_error = str(err)
             self.app.call_from_thread(self.error, f"could not load the planner: {err}")
         finally:
             self.planner_ready.set()
@@ -222,13 +226,13 @@ class ChatScreen(Screen[None]):
 
         progress = self.query_one(EditProgress)
         try:
-            self.session.run(lambda event: self.app.call_from_thread(progress.event, event), cancel)
+            _, text = self.session.run(lambda event: self.app.call_from_thread(progress.event, event), cancel)
         except Cancelled:
             self.app.call_from_thread(self.say, "assistant", "Cancelled; the photo is as it was.", True)
         except SHOWN_ERRORS as err:
             self.app.call_from_thread(self.error, err)
         else:
-            self.app.call_from_thread(self.say, "assistant", self.session.messages()[-1].text)
+            self.app.call_from_thread(self.say, "assistant", text)
         finally:
             self.app.call_from_thread(self._finished)
 
@@ -255,21 +259,21 @@ class ChatScreen(Screen[None]):
             self.error("wait for the running edit (or cancel it with escape)")
             return
         try:
-            move()
+            _, text = move()
         except ChatError as err:
             self.error(err)
             return
-        self.say("assistant", self.session.messages()[-1].text)
+        self.say("assistant", text)
         self.refresh_photo()
 
     def action_export(self, path: str | None = None) -> None:
         try:
             target = Path(path).expanduser() if path else self._default_export()
-            self.session.export(target)
+            _, text = self.session.export(target)
         except SHOWN_ERRORS as err:
             self.error(err)
             return
-        self.say("assistant", self.session.messages()[-1].text)
+        self.say("assistant", text)
 
     def _default_export(self) -> Path:
         photo = self.session.refresh().photo

@@ -30,6 +30,9 @@ class ConfirmModal(ModalScreen[bool]):
                 yield Button(self.yes, variant="warning", id="yes")
                 yield Button(self.no, variant="primary", id="no")
 
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()  # an extra Enter must not say yes (e.g. to trusting code)
+
     @on(Button.Pressed)
     def answer(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

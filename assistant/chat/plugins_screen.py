@@ -21,7 +21,7 @@ class PluginsScreen(Screen[bool]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Back to the chat", id="plugins.close"),
-        Binding("ctrl+e", "toggle_enabled", "Enable/disable", id="plugins.toggle"),
+        Binding("f3", "toggle_enabled", "Enable/disable", id="plugins.toggle"),
     ]
 
     def __init__(self, registry: Any) -> None:

@@ -42,9 +42,24 @@ class ChatSession:
     conversation: Conversation
     registry: Any
     planner: Any = None  # loaded lazily: the selector takes seconds to load
+    planner_error: str | None = None  # why the planner could not load, if it could not
     executor: Any = None
-    pending: Plan | None = None
+    _pending: Plan | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.conversation.pending:  # a plan proposed before the conversation was closed
+            self._pending = Plan.model_validate_json(self.conversation.pending)
+
+    @property
+    def pending(self) -> Plan | None:
+        """The proposed plan, not run yet; saved with the conversation whenever it changes."""
+        return self._pending
+
+    @pending.setter
+    def pending(self, plan: Plan | None) -> None:
+        self._pending = plan if plan is not None and plan.steps else None
+        self.store.set_pending(self.id, self._pending.to_json() if self._pending else None)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -59,16 +74,18 @@ class ChatSession:
     def resume(cls, store: ConversationStore, registry: Any, conversation: str) -> ChatSession:
         return cls(store, store.get(conversation), registry)
 
-    def open_photo(self, photo: Path) -> Version:
+    def open_photo(self, photo: Path) -> tuple[Version, str]:
         """Start the history from `photo` (read, never written: version 0 is a copy)."""
         from plugins.data.photos import load_photo
 
         image = load_photo(photo)
         self.pending = None
         self.store.set_current(self.conversation.id, -1)
+        self.store.set_photo(self.id, photo.resolve())
         version = self._save_version(image, None, f"original: {photo.name}")
-        self.say("assistant", f"Opened {photo.name} ({image.width}x{image.height}). What should I do with it?")
-        return version
+        text = f"Opened {photo.name} ({image.width}x{image.height}). What should I do with it?"
+        self.say("assistant", text)
+        return version, text
 
     # ------------------------------------------------------------------ reading state
     @property
@@ -113,6 +130,8 @@ class ChatSession:
 
         self.say("user", request)
         if self.planner is None:
+            if self.planner_error:
+                raise ChatError(f"the planner could not load ({self.planner_error}); /add TASK builds a plan by hand")
             raise ChatError("the planner is still loading; try again in a moment")
         image = self.image() if self.current() else None
         plan = self.planner.plan(request, image)
@@ -151,13 +170,13 @@ class ChatSession:
         step = plan.steps.pop(self._step_index(number))
         plan.steps.insert(max(0, min(to - 1, len(plan.steps))), step)
         plan.order = "user"
+        self.pending = plan
         return plan
 
     def remove(self, number: int) -> Plan:
         plan = self._plan()
         plan.steps.pop(self._step_index(number))
-        if not plan.steps:
-            self.pending = None
+        self.pending = plan  # None once the last step is gone
         return plan
 
     def add(self, ref: str, position: int | None = None) -> Plan:
@@ -172,11 +191,10 @@ class ChatSession:
             if plugin is None:
                 raise ChatError(f"no plugin does '{ref}'; F2 searches and installs plugins")
             step = Step(plugin=plugin, task=ref, reason="you added it" + (f" ({note})" if note else ""))
-        if self.pending is None:
-            self.pending = Plan(request=None, steps=[], source="user", order="user")
-        steps = self.pending.steps
-        steps.insert(len(steps) if position is None else max(0, min(position - 1, len(steps))), step)
-        return self.pending
+        plan = self._pending or Plan(request=None, steps=[], source="user", order="user")
+        plan.steps.insert(len(plan.steps) if position is None else max(0, min(position - 1, len(plan.steps))), step)
+        self.pending = plan
+        return plan
 
     def set_param(self, number: int, key: str, value: str) -> Plan:
         """Set a step's option; numbers and true/false are parsed, the rest stays text."""
@@ -186,28 +204,30 @@ class ChatSession:
         if not key.isidentifier():
             raise ChatError(f"'{key}' is not an option name")
         plan.steps[self._step_index(number)].params[key] = yaml.safe_load(value) if value else None
+        self.pending = plan
         return plan
 
     # ------------------------------------------------------------------ running
-    def run(self, progress: Any = None, cancel: threading.Event | None = None) -> Version:
-        """Run the pending plan on the current photo; the result becomes the next version."""
+    def run(self, progress: Any = None, cancel: threading.Event | None = None) -> tuple[Version, str]:
+        """Run the pending plan on the current photo; the result becomes the next version. The plan is copied
+        first, so changes made while it runs (a new request, /move) neither affect this run nor get lost."""
         from assistant.executor import DiffusionSettings, Executor
         from assistant.planning import run_plan
 
-        plan = self._plan()
+        proposed = self._plan()
+        plan = proposed.model_copy(deep=True)
         with self._lock:  # one edit at a time, whatever the UI allows
             if self.executor is None:
                 self.executor = Executor(DiffusionSettings(quiet=True))
-            result = run_plan(plan.model_copy(deep=True), self.image(), self.registry, self.executor, progress,
-                              cancel)
-            ran = plan.model_copy(deep=True)
-            ran.steps = [plan.steps[i] for i in result.order]
-            label = " -> ".join(s.task for s in ran.steps) or "no change"
-            version = self._save_version(result.image, ran.to_json(), label)
-        self.pending = None
+            result = run_plan(plan, self.image(), self.registry, self.executor, progress, cancel)
+            label = " -> ".join(s.task for s in plan.steps) or "no change"
+            version = self._save_version(result.image, plan.to_json(), label)
+        if self._pending is proposed:
+            self.pending = None
         notes = "".join(f"\nnote: {note}" for note in result.notes)
-        self.say("assistant", f"Done: {label} (version {version.index}).{notes} ctrl+z undoes it.")
-        return version
+        text = f"Done: {label} (version {version.index}).{notes} ctrl+z undoes it."
+        self.say("assistant", text)
+        return version, text
 
     def _save_version(self, image: PIL.Image.Image, plan: dict[str, Any] | None, label: str) -> Version:
         from assistant.planning.plan import write_atomic
@@ -224,26 +244,29 @@ class ChatSession:
         return version
 
     # ------------------------------------------------------------------ history
-    def undo(self) -> Version:
+    def undo(self) -> tuple[Version, str]:
         current = self.refresh().current
         if current <= 0:
             raise ChatError("nothing to undo")
         self.store.set_current(self.id, current - 1)
         version = self.current()
-        self.say("assistant", f"Undone: back to version {version.index} ({version.label}).")
-        return version
+        text = f"Undone: back to version {version.index} ({version.label})."
+        self.say("assistant", text)
+        return version, text
 
-    def redo(self) -> Version:
+    def redo(self) -> tuple[Version, str]:
         current, count = self.refresh().current, len(self.versions())
         if current >= count - 1:
             raise ChatError("nothing to redo")
         self.store.set_current(self.id, current + 1)
         version = self.current()
-        self.say("assistant", f"Redone: version {version.index} ({version.label}).")
-        return version
+        text = f"Redone: version {version.index} ({version.label})."
+        self.say("assistant", text)
+        return version, text
 
     def combined_plan(self) -> Plan:
-        """One plan that replays every edit from the original to the current version."""
+        """One plan that replays every edit from the original to the current version. (Replayed, consecutive
+        diffusion steps from different edits run as one chain, as any plan's do; see docs/chat.md.)"""
         index = self.refresh().current
         steps: list[Step] = []
         requests: list[str] = []
@@ -254,15 +277,18 @@ class ChatSession:
                 requests.append(plan.request)
         return Plan(request="; then ".join(requests) or None, steps=steps, source="user", order="user")
 
-    def export(self, output: Path, overwrite: bool = False) -> list[Path]:
+    def export(self, output: Path, overwrite: bool = False) -> tuple[list[Path], str]:
         """Write the current version and the plan that replays it from the original (a .plan.yaml beside it)."""
-        from assistant.photo_output import check_output, save_result
+        from assistant.photo_output import check_output, save_result, sidecar
 
         original = self.refresh().photo
         check_output(output, [Path(original)] if original else [], overwrite)
+        if sidecar(output).exists() and not overwrite:
+            raise ChatError(f"{sidecar(output)} exists; choose another name")
         written = save_result(self.image(), output, self.combined_plan())
-        self.say("assistant", f"Saved {output} and its plan {written[-1].name}.")
-        return written
+        text = f"Saved {output} and its plan {written[-1].name}."
+        self.say("assistant", text)
+        return written, text
 
 
 def describe_step(number: int, step: Step) -> str:

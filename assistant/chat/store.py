@@ -19,7 +19,7 @@ from typing import Any
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, photo TEXT, current INTEGER NOT NULL DEFAULT -1,
-    created TEXT NOT NULL, updated TEXT NOT NULL);
+    created TEXT NOT NULL, updated TEXT NOT NULL, pending TEXT);
 CREATE TABLE IF NOT EXISTS messages (
     conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
     role TEXT NOT NULL, text TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (conversation, seq));
@@ -41,9 +41,10 @@ class Conversation:
     current: int
     created: str
     updated: str
+    pending: str | None = None  # the proposed plan (JSON) that has not run yet
 
     def to_json(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        return {k: v for k, v in self.__dict__.items() if k != "pending"}
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,15 @@ class ConversationStore:
         self.path = folder / "chat.sqlite3"
         with self._db() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+            if "pending" not in columns:  # a store from before proposed plans were kept
+                db.execute("ALTER TABLE conversations ADD COLUMN pending TEXT")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         # A connection per call: the app's worker threads use the store too, and sqlite3 connections must not
         # cross threads.
-        db = sqlite3.connect(self.path)
+        db = sqlite3.connect(self.path, timeout=30)
         db.execute("PRAGMA foreign_keys = ON")
         try:
             with db:
@@ -83,7 +87,7 @@ class ConversationStore:
     def create(self, title: str, photo: Path | None = None) -> Conversation:
         now, cid = _now(), uuid.uuid4().hex[:12]
         with self._db() as db:
-            db.execute("INSERT INTO conversations VALUES (?, ?, ?, -1, ?, ?)",
+            db.execute("INSERT INTO conversations VALUES (?, ?, ?, -1, ?, ?, NULL)",
                        (cid, title, str(photo) if photo else None, now, now))
         return self.get(cid)
 
@@ -114,10 +118,20 @@ class ConversationStore:
 
     def add_message(self, conversation: str, role: str, text: str) -> None:
         with self._db() as db:
-            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM messages WHERE conversation = ?",
-                             (conversation,)).fetchone()[0]
-            db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", (conversation, seq, role, text, _now()))
+            # One statement: two threads saying something at once cannot take the same sequence number.
+            db.execute("INSERT INTO messages SELECT ?, COALESCE(MAX(seq), -1) + 1, ?, ?, ? FROM messages "
+                       "WHERE conversation = ?", (conversation, role, text, _now(), conversation))
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (_now(), conversation))
+
+    def set_pending(self, conversation: str, plan: dict[str, Any] | None) -> None:
+        with self._db() as db:
+            db.execute("UPDATE conversations SET pending = ? WHERE id = ?",
+                       (json.dumps(plan) if plan else None, conversation))
+
+    def set_photo(self, conversation: str, photo: Path) -> None:
+        with self._db() as db:
+            db.execute("UPDATE conversations SET photo = ?, title = ?, updated = ? WHERE id = ?",
+                       (str(photo), photo.name, _now(), conversation))
 
     def messages(self, conversation: str) -> list[Message]:
         with self._db() as db:
