@@ -23,6 +23,7 @@ from assistant.cli_common import (
     reported,
 )
 from assistant.edit_cli import register as register_edit_commands
+from assistant.eval_cli import register as register_eval_commands
 from assistant.plugins_cli import plugins_app
 from assistant.selector_cli import register as register_selector_commands
 
@@ -44,7 +45,7 @@ models_app = typer.Typer(help="Base model and Task-Plugin weights: pull, convert
 train_app = typer.Typer(help="Train Task-Plugins on your own paired data, or the Plugin-Selector.",
                         no_args_is_help=True)
 data_app = typer.Typer(help="Datasets for training and evaluation.", no_args_is_help=True)
-eval_app = typer.Typer(help="Measure how well the selector (and, later, plugins) do.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure the selector, plugins and step orders.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
@@ -54,6 +55,7 @@ register_edit_commands(app)
 register_batch_command(app)
 register_chat_command(app)
 register_selector_commands(app, train_app, eval_app)
+register_eval_commands(eval_app)
 
 def _version(value: bool) -> None:
     if value:

@@ -50,10 +50,9 @@ def photos(names: list[str], size: int) -> list[Image.Image]:
 
 
 def scores(image: Image.Image, clean: Image.Image) -> tuple[float, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from assistant.evaluation.metrics import psnr_ssim
 
-    a, b = np.asarray(image), np.asarray(clean)
-    return peak_signal_noise_ratio(b, a), structural_similarity(b, a, channel_axis=2)
+    return psnr_ssim(image, clean)
 
 
 def run(names: list[str], size: int, only: list[str] | None = None) -> list[dict[str, float | str]]:

@@ -17,6 +17,7 @@ from assistant.chat.store import ConversationStore
 from assistant.chat.widgets import MessageLog, PlanTable
 from assistant.paths import data_dir, open_registry
 from assistant.planning import Plan
+from assistant.planning.policy import OrderPolicy
 from tests.plugin_folders import NEGATIVE_MANIFEST, code_folder
 
 SIZE = (150, 48)
@@ -74,7 +75,8 @@ def test_a_two_step_edit_by_conversation(photo_file: Path, tmp_path: Path, monke
             assert isinstance(screen, ChatScreen)
             await ready(pilot, screen)
             await say(pilot, "clear the fog and make it brighter")
-            assert [s.task for s in session.pending.steps] == ["dehaze", "lowlight"]
+            proposed = [s.task for s in session.pending.steps]
+            assert proposed == OrderPolicy.load().order(["dehaze", "lowlight"])[0]
             table = screen.query_one(PlanTable)
             assert table.row_count == 2 and "Here is my plan (2 steps)" in log_text(screen)
 
@@ -83,17 +85,18 @@ def test_a_two_step_edit_by_conversation(photo_file: Path, tmp_path: Path, monke
             table.move_cursor(row=0)
             await pilot.press("ctrl+down")
             await pilot.pause()
-            assert [s.task for s in session.pending.steps] == ["lowlight", "dehaze"]
-            await say(pilot, "/set 2 strength=0.5")
-            assert session.pending.steps[1].params == {"strength": 0.5}
-            assert "strength=0.5" in str(table.get_row_at(1))
+            assert [s.task for s in session.pending.steps] == proposed[::-1]
+            dehaze = proposed[::-1].index("dehaze") + 1
+            await say(pilot, f"/set {dehaze} strength=0.5")
+            assert session.pending.steps[dehaze - 1].params == {"strength": 0.5}
+            assert "strength=0.5" in str(table.get_row_at(dehaze - 1))
 
             await pilot.press("ctrl+r")
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
             versions = session.versions()
             assert len(versions) == 2 and session.current().index == 1
-            assert versions[1].plan["steps"][1]["params"] == {"strength": 0.5}
+            assert versions[1].plan["steps"][dehaze - 1]["params"] == {"strength": 0.5}
             edited = np.asarray(session.image())
             assert edited.shape == original.shape and not np.array_equal(edited, original)
             assert session.pending is None and not table.display
@@ -112,7 +115,7 @@ def test_a_two_step_edit_by_conversation(photo_file: Path, tmp_path: Path, monke
             await say(pilot, "/export out/rocket-fixed.png")
             assert (tmp_path / "out" / "rocket-fixed.png").is_file()
             replay = Plan.load(tmp_path / "out" / "rocket-fixed.png.plan.yaml")
-            assert [s.task for s in replay.steps] == ["lowlight", "dehaze"]
+            assert [s.task for s in replay.steps] == proposed[::-1]
             await pilot.press("ctrl+s")  # default name, beside where the chat runs; never over a file
             await pilot.press("ctrl+s")
             assert (tmp_path / "rocket-edited.png").is_file() and (tmp_path / "rocket-edited-2.png").is_file()

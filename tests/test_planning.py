@@ -60,12 +60,33 @@ def test_the_order_the_user_states(text: str, order: list[int], stated: bool) ->
 
 
 def test_policy_orders_by_its_rules_and_keeps_the_named_order_otherwise() -> None:
-    policy = OrderPolicy.load()
+    from assistant.planning.policy import Rule
+
+    policy = OrderPolicy(version="test", rules=[
+        Rule(first="derain", then="dehaze", reason="streaks first"),
+        Rule(first="dehaze", then="lowlight", reason="haze removal darkens"),
+        Rule(first="lowlight", then="face", reason="faces last")])
     order, reasons = policy.order(["face", "lowlight", "dehaze", "derain"])
     assert order == ["derain", "dehaze", "lowlight", "face"]
-    assert "haze" in reasons["lowlight"] and reasons["derain"] == ""
+    assert "haze removal darkens" in reasons["lowlight"] and reasons["derain"] == ""
     assert policy.order(["exposure", "dehaze"])[0] == ["dehaze", "exposure"]
     assert policy.order(["colorize", "sharpen"])[0] == ["colorize", "sharpen"]  # no rule: as named
+
+
+def test_the_shipped_policy_follows_the_shipped_order_evidence() -> None:
+    """Each pair measured with a clear result is a measured rule pointing the winning way; the rest keep theirs."""
+    evidence = json.loads((Path(__file__).parent.parent / "docs" / "results" / "order-evidence.json").read_text())
+    policy = OrderPolicy.load()
+    assert policy.version.endswith("-measured")
+    for pair in evidence["pairs"]:
+        rules = [r for r in policy.rules if {r.first, r.then} == {pair["a"], pair["b"]}]
+        if pair["verdict"] == "no clear winner":
+            assert all(not r.provenance.startswith("diffplugin eval orders") for r in rules), pair
+        else:
+            first, _, then = pair["verdict"].partition(" before ")
+            assert [(r.first, r.then) for r in rules] == [(first, then)], pair
+            assert rules[0].provenance.startswith("diffplugin eval orders")
+    assert any(r.then == "face" for r in policy.rules)  # unmeasured pairs keep the literature's rules
 
 
 @pytest.fixture(scope="module")

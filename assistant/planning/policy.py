@@ -28,7 +28,11 @@ class OrderPolicy(BaseModel):
     adjustments_last: bool = True
 
     @classmethod
-    def load(cls, path: str | Path = POLICY_FILE) -> OrderPolicy:
+    def load(cls, path: str | Path | None = None) -> OrderPolicy:
+        """`path`, else the one `diffplugin eval orders --write-policy` wrote in the data folder, else the
+        shipped file."""
+        if path is None:
+            path = user_policy_file() if user_policy_file().is_file() else POLICY_FILE
         return cls.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
 
     def order(self, tasks: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -84,3 +88,25 @@ def user_order(joined: Sequence[tuple[str, str]]) -> UserOrder:
             stated = (stated or any(joiner.startswith(word) or joiner.endswith(word) for word in _SEQUENCE)
                       or bool(_ORDER_WORDS.search(text)))
     return UserOrder(order, stated)
+
+
+POLICY_HEADER = """\
+# The order in which restoration steps run when the user does not say.
+# Each rule says that `first` should run before `then`, why, and where that comes from: "measured" rules were
+# written by `diffplugin eval orders --write-policy` from the evidence their provenance names; the others come
+# from the literature and stay until a measurement decides their pair.
+"""
+
+
+def user_policy_file() -> Path:
+    from assistant.paths import data_dir
+
+    return data_dir() / "order_policy.yaml"
+
+
+def write_policy_file(policy: OrderPolicy, path: Path) -> Path:
+    from assistant.planning.plan import write_atomic
+
+    body = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=118)
+    write_atomic(path, (POLICY_HEADER + body).encode())
+    return path

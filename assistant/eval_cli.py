@@ -1,0 +1,213 @@
+"""`diffplugin eval plugin` and `diffplugin eval orders`: measure plugins, and measure step orders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from assistant.cli_common import (
+    CliError,
+    DeviceOption,
+    JsonOption,
+    RegistryOption,
+    ResizeOption,
+    ShortSideOption,
+    diffusion_settings,
+    emit,
+    reported,
+)
+
+#: Clean photos that ship with scikit-image (`--photos skimage`): name -> how skimage.data gives it.
+SKIMAGE_PHOTOS = {"astronaut": "astronaut", "chelsea": "chelsea", "coffee": "coffee", "rocket": "rocket",
+                  "motorcycle": "stereo_motorcycle"}
+
+
+def eval_plugin_command(
+    plugin: Annotated[str, typer.Argument(help="A registered plugin id (namespace/name) or a plugin folder.")],
+    data: Annotated[Path, typer.Option(help="Paired data: the official CSV (image,conditioning_image = clean, "
+                                            "degraded) or a dataset folder (see --layout).")],
+    layout: Annotated[str, typer.Option(help="How --data is laid out: auto, csv, cdd11, gopro, lol, shiq, sots or "
+                                              "paired-folders.")] = "auto",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for outputs/, results.json and "
+                                                                       "results.csv (default: eval-NAME).")] = None,
+    sheet: Annotated[Path | None, typer.Option(help="Also write a contact sheet (degraded | output | clean) here.")]
+        = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pairs.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Composite sets (CDD-11): only pairs with exactly these "
+                                                     "degradations, e.g. haze or low_haze.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Clean reference photos for CLIP-FID and KID (clean-fid, "
+                                                         "as the paper; needs clean-fid, OpenAI CLIP and their "
+                                                         "weights).")] = None,
+    registry: RegistryOption = None,
+    device: DeviceOption = None,
+    short_side: ShortSideOption = 512,
+    resize: ResizeOption = "min",
+    as_json: JsonOption = False,
+) -> None:
+    """Run a plugin on every degraded image of a paired dataset; PSNR and SSIM of its output and of the input.
+
+        diffplugin eval plugin diffplugin/dehaze-classic --data haze-data/pairs.csv --sheet haze.png
+    Interrupted runs resume: images that already have an output are scored, not run again.
+    """
+    with reported(as_json):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from assistant.evaluation.datasets import LAYOUTS, load_pairs
+        from assistant.evaluation.plugin_eval import evaluate_plugin, sheet_for, write_report
+        from assistant.executor import Executor
+        from assistant.paths import open_registry
+
+        if layout != "auto" and layout not in LAYOUTS:
+            raise CliError(f"--layout must be auto or one of {', '.join(LAYOUTS)}, not {layout!r}")
+        pairs = load_pairs(data, layout)
+        if subset is not None:
+            kinds = sorted({"_".join(p.degradations) for p in pairs if p.degradations})
+            pairs = [p for p in pairs if "_".join(p.degradations) == subset]
+            if not pairs:
+                raise CliError(f"--subset {subset}: no such pairs; this dataset has: {', '.join(kinds) or 'none'}")
+        pairs = pairs[:limit]
+        folder = output or Path(f"eval-{plugin.rstrip('/').replace('/', '-')}")
+        store = open_registry(registry)
+        executor = Executor(diffusion_settings(device, short_side, resize, quiet=True))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=as_json) as bar:
+            job = bar.add_task(plugin, total=len(pairs))
+            report = evaluate_plugin(plugin, pairs, folder, store, executor, str(data),
+                                     lambda done, total, name: bar.update(job, completed=done,
+                                                                          description=f"{plugin}: {name}"))
+        if reference is not None:
+            from assistant.evaluation.distribution import clip_fid_kid
+
+            report.distribution = clip_fid_kid(folder / "outputs", reference, device)
+        written = write_report(report)
+        if sheet is not None:
+            import io
+
+            from assistant.planning.plan import write_atomic
+
+            buffer = io.BytesIO()
+            sheet_for(report, pairs).save(buffer, format=(sheet.suffix.lstrip(".") or "png").upper()
+                                          .replace("JPG", "JPEG"))
+            write_atomic(sheet, buffer.getvalue())
+            written.append(sheet)
+
+    def human() -> None:
+        mean = report.mean
+        typer.echo(f"{plugin} on {len(report.images)} pairs ({report.resumed} resumed):")
+        typer.echo(f"  PSNR {mean['psnr_input']:.2f} -> {mean['psnr']:.2f} dB   "
+                   f"SSIM {mean['ssim_input']:.4f} -> {mean['ssim']:.4f}")
+        if report.distribution is not None:
+            typer.echo(f"  {report.distribution}")
+        typer.echo("  wrote " + ", ".join(str(p) for p in written))
+
+    emit(report.to_json(), as_json, human)
+
+
+def eval_orders_command(
+    degradations: Annotated[str, typer.Option(help="Two or more, comma-separated: haze, rain, snow, blur, lowlight, "
+                                                   "noise.")],
+    photos: Annotated[str, typer.Option(help="A folder of clean photos, or 'skimage' for the photos bundled with "
+                                             "scikit-image.")] = "skimage",
+    size: Annotated[int, typer.Option(help="Scale each photo's short side to this (speed).")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic degradations.")] = 0,
+    draws: Annotated[int, typer.Option(min=1, help="Degrade each photo this many times (different random draws), "
+                                                   "for more evidence per photo.")] = 1,
+    max_steps: Annotated[int, typer.Option(min=2, help="Largest combination of degradations tried (every order of "
+                                                       "k steps is k! runs).")] = 3,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the evidence (JSON) here.")] = None,
+    write_policy: Annotated[bool, typer.Option(help="Write the planner's order policy from this evidence (to "
+                                                    "--policy-file).")] = False,
+    policy_file: Annotated[Path | None, typer.Option(help="Where --write-policy writes (default: the data folder's "
+                                                          "order_policy.yaml, which the planner then uses).")]
+        = None,
+    registry: RegistryOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Degrade clean photos with every combination of the degradations, run every order of the matching
+    plugins, and say which order wins for each pair of tasks.
+
+        diffplugin eval orders --degradations rain,haze,lowlight --write-policy
+    """
+    with reported(as_json):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from assistant.evaluation.orders import evaluate_orders, policy_from
+        from assistant.executor import Executor
+        from assistant.paths import open_registry
+        from assistant.planning.policy import OrderPolicy, user_policy_file, write_policy_file
+
+        names = [d.strip() for d in degradations.split(",") if d.strip()]
+        clean = _clean_photos(photos, size)
+        if draws > 1:
+            clean = [(f"{name}#{k}", image) for k in range(draws) for name, image in clean]
+        store = open_registry(registry)
+        executor = Executor(diffusion_settings(device, size, "exact", quiet=True))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=as_json) as bar:
+            job = bar.add_task("orders", total=None)
+            evidence = evaluate_orders(clean, names, store, executor, seed, max_steps,
+                                       lambda done, total, what: bar.update(job, completed=done, total=total,
+                                                                            description=what))
+        result = evidence.to_json()
+        if output is not None:
+            import json
+
+            from assistant.planning.plan import write_atomic
+
+            write_atomic(output, (json.dumps(result, indent=2) + "\n").encode())
+        if write_policy:
+            target = policy_file or user_policy_file()
+            policy = policy_from(evidence, OrderPolicy.load())
+            write_policy_file(policy, target)
+            result["policy"] = {"file": str(target), "version": policy.version}
+        elif policy_file is not None:
+            raise CliError("--policy-file needs --write-policy")
+
+    def human() -> None:
+        typer.echo(f"{len(evidence.photos)} photos, plugins: {', '.join(evidence.plugins.values())}")
+        for pair in result["pairs"]:
+            typer.echo(f"  {pair['a']} then {pair['b']}: wins {pair['a_then_b_wins']} of {pair['photos']}, "
+                       f"{pair['mean_psnr_gain_db']:+.2f} dB -> {pair['verdict']}")
+        if "policy" in result:
+            typer.echo(f"wrote {result['policy']['file']} (version {result['policy']['version']})")
+
+    emit(result, as_json, human)
+
+
+def _clean_photos(source: str, size: int) -> list[tuple[str, Any]]:
+    import PIL.Image
+
+    from plugins.data.pairs import list_images
+    from plugins.data.photos import load_photo
+
+    if source == "skimage":
+        import skimage.data
+
+        def photo(loader: str) -> Any:
+            pixels = getattr(skimage.data, loader)()
+            return pixels[0] if isinstance(pixels, tuple) else pixels  # stereo pairs: the left view
+
+        named = [(name, PIL.Image.fromarray(photo(loader)).convert("RGB")) for name, loader in SKIMAGE_PHOTOS.items()]
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise CliError(f"--photos {source}: not a folder (or 'skimage')")
+        named = [(path.stem, load_photo(path)) for path in list_images(folder)]
+        if not named:
+            raise CliError(f"--photos {source}: no photos in it")
+    if size < 16:
+        raise CliError(f"--size must be at least 16, got {size}")
+    out = []
+    for name, image in named:
+        scale = size / min(image.size)
+        out.append((name, image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                       PIL.Image.LANCZOS)))
+    return out
+
+
+def register(eval_app: Any) -> None:
+    eval_app.command("plugin")(eval_plugin_command)
+    eval_app.command("orders")(eval_orders_command)

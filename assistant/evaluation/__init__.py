@@ -1,0 +1,1 @@
+"""Measuring plugins and step orders: datasets, metrics, plugin evaluation, order evidence."""
