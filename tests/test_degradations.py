@@ -11,7 +11,7 @@ from scipy import ndimage
 from skimage import data
 
 from plugins.data.degradations import DEGRADATIONS, TASK_OF_DEGRADATION, degrade, to_array
-from plugins.data.pairs import Pair, make_paired_dataset, read_pairs, write_pairs
+from plugins.data.pairs import Pair, make_paired_dataset, read_pair_rows, read_pairs, write_pairs
 
 SIZE = 128
 
@@ -298,24 +298,65 @@ def test_write_pairs_relative_posix_paths(tmp_path: Path, two_files: tuple[Path,
     assert pair.clean.resolve() == clean.resolve() and pair.degraded.resolve() == degraded.resolve()
 
 
-def test_read_pairs_names_missing_file_and_line(tmp_path: Path, two_files: tuple[Path, Path]) -> None:
+def test_read_pair_rows_count_the_header_and_blank_rows(tmp_path: Path, two_files: tuple[Path, Path]) -> None:
+    clean, degraded = two_files
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("image,conditioning_image\nc.png,d.png\n\nc.png,d.png\n")
+    pair = Pair(clean=clean, degraded=degraded)
+    assert read_pair_rows(csv_path) == [(2, pair), (4, pair)]
+
+
+def test_read_pairs_names_missing_file_and_row(tmp_path: Path, two_files: tuple[Path, Path]) -> None:
     csv_path = tmp_path / "pairs.csv"
     csv_path.write_text("image,conditioning_image\nc.png,d.png\n\nc.png,gone.png\n")
-    with pytest.raises(ValueError, match=r"pairs\.csv: line 4: conditioning_image file not found: gone\.png"):
+    with pytest.raises(ValueError) as caught:
         read_pairs(csv_path)
+    message = str(caught.value)
+    assert f"{csv_path}: 1 problem(s)" in message
+    assert "row 4: conditioning_image (degraded) file not found: gone.png" in message
+
+
+def test_read_pairs_lists_every_bad_row_up_to_five(tmp_path: Path, two_files: tuple[Path, Path]) -> None:
+    csv_path = tmp_path / "pairs.csv"
+    rows = [f"c.png,gone{k}.png" for k in range(6)] + [",d.png"]
+    csv_path.write_text("image,conditioning_image\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError) as caught:
+        read_pairs(csv_path)
+    message = str(caught.value)
+    assert f"{csv_path}: 7 problem(s)" in message
+    assert "row 2: conditioning_image (degraded) file not found: gone0.png" in message
+    assert "row 6: conditioning_image (degraded) file not found: gone4.png" in message
+    assert "gone5.png" not in message and "no image (clean) path" not in message
+    assert "\n  ... and 2 more\n" in message
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "line 1: empty"),
-        ("image,degraded\nc.png,d.png\n", "lacks column.*conditioning_image"),
-        ("image,conditioning_image\n", "no pairs"),
-        ("image,conditioning_image\nc.png\n", "line 2: no conditioning_image path"),
+        ("", r"pairs\.csv: the file is empty; its first row must be the header 'image,conditioning_image'"),
+        ("image,degraded\nc.png,d.png\n", r"row 1: the header lacks column\(s\) conditioning_image"),
+        ("image,image,conditioning_image\nc.png,c.png,d.png\n", "row 1: the header names image more than once"),
+        ("image,conditioning_image\n", "no pairs below the header"),
+        ("image,conditioning_image\nc.png\n", r"row 2: no conditioning_image \(degraded\) path"),
     ],
 )
 def test_read_pairs_format_errors(tmp_path: Path, two_files: tuple[Path, Path], text: str, message: str) -> None:
     csv_path = tmp_path / "pairs.csv"
     csv_path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_pairs(csv_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("image,conditioning_image\nc.png,d\xe9.png\n".encode("latin-1"), "not UTF-8 text"),
+        # The csv module refuses a field over its size limit (128 KiB by default) rather than read it.
+        (b"image,conditioning_image\nc.png," + b"d" * 200_000 + b"\n", "not a readable CSV"),
+    ],
+)
+def test_read_pairs_unreadable_text(tmp_path: Path, content: bytes, message: str) -> None:
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
         read_pairs(csv_path)

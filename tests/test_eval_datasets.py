@@ -406,7 +406,8 @@ def test_sots_errors(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------- paired-folders
 
 
-@pytest.mark.parametrize(("degraded", "clean"), [("input", "target"), ("degraded", "clean"), ("synthetic", "gt")])
+@pytest.mark.parametrize(("degraded", "clean"), [("input", "target"), ("degraded", "clean"), ("synthetic", "gt"),
+                                                 ("moire", "clear")])
 def test_paired_folders_match_by_stem(tmp_path: Path, degraded: str, clean: str) -> None:
     put_all(tmp_path / degraded, ["rain-2.png", "rain-10.jpg"])
     put_all(tmp_path / clean, ["rain-2.jpg", "rain-10.png"])
@@ -415,6 +416,14 @@ def test_paired_folders_match_by_stem(tmp_path: Path, degraded: str, clean: str)
     assert [(pair.name, pair.degraded.parent.name, pair.clean.name) for pair in pairs] == [
         ("rain-10", degraded, "rain-10.png"), ("rain-2", degraded, "rain-2.jpg"),
     ]
+
+
+def test_lcdmoire_names_pair_across_their_tags(tmp_path: Path) -> None:
+    put_all(tmp_path / "moire", ["000001_moire.png", "000002_moire.png"])
+    put_all(tmp_path / "clear", ["000001_gt.png", "000002_gt.png"])
+    pairs = load_pairs(tmp_path)
+    assert [(p.degraded.name, p.clean.name) for p in pairs] == [("000001_moire.png", "000001_gt.png"),
+                                                                 ("000002_moire.png", "000002_gt.png")]
 
 
 def test_paired_folders_half_present_and_ambiguous(tmp_path: Path) -> None:

@@ -25,15 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-CLEAN_COLUMN = "image"
-DEGRADED_COLUMN = "conditioning_image"
+from plugins.data.pairs import CLEAN_COLUMN, DEGRADED_COLUMN, IMAGE_SUFFIXES, MAX_LISTED, read_pair_rows
+
 #: The degradations CDD-11 combines; its degraded folders are named from these joined by "_".
 CDD11_DEGRADATIONS = ("low", "haze", "rain", "snow")
 #: (degraded folder, clean folder) names the generic paired-folders layout accepts.
-PAIRED_FOLDER_NAMES = (("input", "target"), ("degraded", "clean"), ("synthetic", "gt"))
-#: How many offending files or rows an error lists before summarising the rest.
-MAX_LISTED = 5
+PAIRED_FOLDER_NAMES = (("input", "target"), ("degraded", "clean"), ("synthetic", "gt"), ("moire", "clear"))
+#: Name tags some sets put after the shared stem (AIM19 LCDMoire: 000123_moire.png + 000123_gt.png).
+_STEM_TAGS = ("_moire", "_gt", "_clear")
 
 #: layout name -> one-line description (shown by `--help` and docs)
 LAYOUTS: dict[str, str] = {
@@ -44,7 +43,7 @@ LAYOUTS: dict[str, str] = {
     "shiq": "SHIQ specular highlights: NNNNN_A.png inputs and NNNNN_D.png ground truth in one folder",
     "sots": "RESIDE SOTS dehazing: hazy/ (0001_0.8_0.2.jpg) and gt/ or clear/ (0001.png)",
     "paired-folders": "input/ + target/ (Rain100H, Rain100L, Test100, Rain13K), degraded/ + clean/, "
-    "or synthetic/ + gt/ (Snow100K), matched by file stem",
+    "synthetic/ + gt/ (Snow100K) or moire/ + clear/ (AIM19 LCDMoire), matched by file stem",
 }
 
 # Extracting a zip on macOS leaves this folder of "._" metadata files beside the real ones.
@@ -160,43 +159,18 @@ def _has_pair_header(path: Path) -> bool:
 
 def _load_csv(source: Path) -> list[Pair]:
     path = _csv_in(source) if source.is_dir() else source
-    folder = path.parent
     try:
-        # utf-8-sig: spreadsheet programs often save CSVs with a byte-order mark that would corrupt the header.
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            # Row numbers as a spreadsheet shows them: the header is row 1 and blank rows still count.
-            rows = list(enumerate(csv.reader(handle), start=1))
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{path}: not UTF-8 text ({error.reason}); save the CSV as UTF-8") from error
-    except csv.Error as error:
-        raise DatasetError(f"{path}: not a readable CSV ({error}); check its quoting") from error
-    if not rows or not any(cell.strip() for cell in rows[0][1]):
-        raise DatasetError(f"{path}: the file is empty; its first row must be the header "
-                           f"'{CLEAN_COLUMN},{DEGRADED_COLUMN}' (clean, degraded)")
-    clean_index, degraded_index = _column_indices(path, rows[0][1])
-    body = [(line, row) for line, row in rows[1:] if any(cell.strip() for cell in row)]
-    if not body:
-        raise DatasetError(f"{path}: no pairs below the header; add one row per pair (clean path, degraded path)")
-    problems: list[str] = []
-    found: list[tuple[int, Path, Path]] = []
-    for line, row in body:
-        clean = _csv_file(folder, line, row, clean_index, CLEAN_COLUMN, "clean", problems)
-        degraded = _csv_file(folder, line, row, degraded_index, DEGRADED_COLUMN, "degraded", problems)
-        if clean is not None and degraded is not None:
-            found.append((line, degraded, clean))
-    if problems:
-        raise DatasetError(
-            f"{path}: {len(problems)} problem(s) with the image paths (relative paths are read from {folder}; "
-            f"row numbers count the header as row 1):\n  " + "\n  ".join(problems[:MAX_LISTED])
-            + (f"\n  ...{_more(len(problems))}" if len(problems) > MAX_LISTED else "")
-            + "\nFix those paths or delete the rows."
-        )
-    names = [_csv_name(folder, degraded) for _, degraded, _ in found]
+        rows = read_pair_rows(path)
+    except ValueError as error:
+        raise DatasetError(str(error)) from error
+    folder = path.parent
+    names = [_csv_name(folder, pair.degraded) for _, pair in rows]
     # Two rows may name the same degraded file (or a.png and a.jpg); the row number keeps their outputs apart.
     counts = Counter(name.casefold() for name in names)
     return [
-        Pair(name=name if counts[name.casefold()] == 1 else f"{name}_row{line}", degraded=degraded, clean=clean)
-        for name, (line, degraded, clean) in zip(names, found, strict=True)
+        Pair(name=name if counts[name.casefold()] == 1 else f"{name}_row{row_number}", degraded=pair.degraded,
+             clean=pair.clean)
+        for name, (row_number, pair) in zip(names, rows, strict=True)
     ]
 
 
@@ -211,35 +185,6 @@ def _csv_in(folder: Path) -> Path:
         raise DatasetError(f"{folder}: no .csv file in this folder; point at the pairs CSV itself")
     listed = ", ".join(candidate.name for candidate in candidates)
     raise DatasetError(f"{folder}: several .csv files ({listed}); point at the one that lists the pairs")
-
-
-def _column_indices(path: Path, header: list[str]) -> tuple[int, int]:
-    names = [cell.strip() for cell in header]
-    missing = [column for column in (CLEAN_COLUMN, DEGRADED_COLUMN) if column not in names]
-    if missing:
-        raise DatasetError(
-            f"{path}: row 1: the header lacks column(s) {', '.join(missing)}; found '{','.join(names)}'. "
-            f"Make the first row '{CLEAN_COLUMN},{DEGRADED_COLUMN}' ({CLEAN_COLUMN} = clean ground truth, "
-            f"{DEGRADED_COLUMN} = degraded input; either order)"
-        )
-    doubled = sorted(column for column in (CLEAN_COLUMN, DEGRADED_COLUMN) if names.count(column) > 1)
-    if doubled:
-        raise DatasetError(f"{path}: row 1: the header names {', '.join(doubled)} more than once; keep one of each")
-    return names.index(CLEAN_COLUMN), names.index(DEGRADED_COLUMN)
-
-
-def _csv_file(folder: Path, line: int, row: list[str], index: int, column: str, role: str,
-              problems: list[str]) -> Path | None:
-    value = row[index].strip() if index < len(row) else ""
-    if not value:
-        problems.append(f"row {line}: no {column} ({role}) path")
-        return None
-    candidate = Path(value).expanduser()
-    resolved = candidate if candidate.is_absolute() else folder / candidate
-    if not resolved.is_file():
-        problems.append(f"row {line}: {column} ({role}) file not found: {value}")
-        return None
-    return resolved
 
 
 def _csv_name(folder: Path, degraded: Path) -> str:
@@ -388,7 +333,7 @@ def _load_paired_folders(source: Path) -> list[Pair]:
         found = f"found {', '.join(halves)}" if halves else "none of them is here"
         raise _structure_error(source, "paired-folders", f"expected one of {expected}; {found}")
     degraded, clean = (folders[name] for name in present[0])
-    pairs, unmatched = _match(degraded, clean, _by_stem, _by_stem)
+    pairs, unmatched = _match(degraded, clean, _by_tagged_stem, _by_tagged_stem)
     _raise_unmatched(unmatched, clean, "a file with the same stem (any image suffix)")
     _require_pairs(pairs, "paired-folders", [degraded, clean])
     return pairs
@@ -414,6 +359,14 @@ def _by_name(image: Path) -> str:
 
 def _by_stem(image: Path) -> str:
     return image.stem
+
+
+def _by_tagged_stem(image: Path) -> str:
+    stem = image.stem
+    for tag in _STEM_TAGS:
+        if stem.endswith(tag):
+            return stem[: -len(tag)]
+    return stem
 
 
 def _by_key(images: list[Path], key: Callable[[Path], str]) -> dict[str, list[Path]]:

@@ -26,6 +26,8 @@ CLEAN_COLUMN = "image"
 DEGRADED_COLUMN = "conditioning_image"
 PAIRS_FILE = "pairs.csv"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+#: How many offending rows or files an error lists before summarising the rest.
+MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -40,31 +42,51 @@ class Pair:
 
 
 def read_pairs(csv_path: str | Path) -> list[Pair]:
-    """Read a pairs CSV; paths come back absolute and are checked to exist.
+    """Read a pairs CSV; paths come back absolute and are checked to exist. Errors as `read_pair_rows`."""
+    return [pair for _, pair in read_pair_rows(csv_path)]
 
-    Raises `ValueError` naming the file and line for an empty file, a header without both columns, a row
-    without a value, a missing image file, or a header with no rows below it.
+
+def read_pair_rows(csv_path: str | Path) -> list[tuple[int, Pair]]:
+    """Read a pairs CSV into (row number, pair), counting rows as a spreadsheet does (the header is row 1).
+
+    Raises `ValueError` naming the file for text that is not UTF-8 or not readable as CSV, an empty file, a
+    header without both columns or naming one twice, or a header with no rows below it. Rows without a value
+    or naming a missing image file are all listed in one error (up to `MAX_LISTED`, then a count), so a user
+    fixes a broken CSV in one pass rather than one row per run.
     """
     path = Path(csv_path)
     folder = path.absolute().parent
-    # utf-8-sig: spreadsheet programs often save CSVs with a byte-order mark that would corrupt the header.
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or not any(cell.strip() for cell in header):
-            raise ValueError(f"{path}: line 1: empty; expected the header '{CLEAN_COLUMN},{DEGRADED_COLUMN}'")
-        clean_index, degraded_index = _column_indices(path, header)
-        pairs = []
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            line = reader.line_num
-            clean = _existing_file(path, line, folder, row, clean_index, CLEAN_COLUMN)
-            degraded = _existing_file(path, line, folder, row, degraded_index, DEGRADED_COLUMN)
-            pairs.append(Pair(clean=clean, degraded=degraded))
-    if not pairs:
-        raise ValueError(f"{path}: no pairs below the header")
-    return pairs
+    try:
+        # utf-8-sig: spreadsheet programs often save CSVs with a byte-order mark that would corrupt the header.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            # Blank rows still count, so the numbers match what a spreadsheet shows.
+            rows = list(enumerate(csv.reader(handle), start=1))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason}); save the CSV as UTF-8") from error
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable CSV ({error}); check its quoting") from error
+    if not rows or not any(cell.strip() for cell in rows[0][1]):
+        raise ValueError(f"{path}: the file is empty; its first row must be the header "
+                         f"'{CLEAN_COLUMN},{DEGRADED_COLUMN}' (clean, degraded)")
+    clean_index, degraded_index = _column_indices(path, rows[0][1])
+    body = [(row_number, row) for row_number, row in rows[1:] if any(cell.strip() for cell in row)]
+    if not body:
+        raise ValueError(f"{path}: no pairs below the header; add one row per pair (clean path, degraded path)")
+    problems: list[str] = []
+    found: list[tuple[int, Pair]] = []
+    for row_number, row in body:
+        clean = _existing_file(folder, row_number, row, clean_index, CLEAN_COLUMN, "clean", problems)
+        degraded = _existing_file(folder, row_number, row, degraded_index, DEGRADED_COLUMN, "degraded", problems)
+        if clean is not None and degraded is not None:
+            found.append((row_number, Pair(clean=clean, degraded=degraded)))
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise ValueError(
+            f"{path}: {len(problems)} problem(s) with the image paths (relative paths are read from {folder}; "
+            f"row numbers count the header as row 1):\n  " + "\n  ".join(problems[:MAX_LISTED]) + more
+            + "\nFix those paths or delete the rows."
+        )
+    return found
 
 
 def _column_indices(path: Path, header: list[str]) -> tuple[int, int]:
@@ -72,20 +94,27 @@ def _column_indices(path: Path, header: list[str]) -> tuple[int, int]:
     missing = [column for column in (CLEAN_COLUMN, DEGRADED_COLUMN) if column not in names]
     if missing:
         raise ValueError(
-            f"{path}: line 1: header lacks column(s) {', '.join(missing)}; expected "
-            f"'{CLEAN_COLUMN},{DEGRADED_COLUMN}' (in either order), found '{','.join(names)}'"
+            f"{path}: row 1: the header lacks column(s) {', '.join(missing)}; found '{','.join(names)}'. "
+            f"Make the first row '{CLEAN_COLUMN},{DEGRADED_COLUMN}' ({CLEAN_COLUMN} = clean ground truth, "
+            f"{DEGRADED_COLUMN} = degraded input; either order)"
         )
+    doubled = sorted(column for column in (CLEAN_COLUMN, DEGRADED_COLUMN) if names.count(column) > 1)
+    if doubled:
+        raise ValueError(f"{path}: row 1: the header names {', '.join(doubled)} more than once; keep one of each")
     return names.index(CLEAN_COLUMN), names.index(DEGRADED_COLUMN)
 
 
-def _existing_file(path: Path, line: int, folder: Path, row: list[str], index: int, column: str) -> Path:
+def _existing_file(folder: Path, row_number: int, row: list[str], index: int, column: str, role: str,
+                   problems: list[str]) -> Path | None:
     value = row[index].strip() if index < len(row) else ""
     if not value:
-        raise ValueError(f"{path}: line {line}: no {column} path")
-    candidate = Path(value)
+        problems.append(f"row {row_number}: no {column} ({role}) path")
+        return None
+    candidate = Path(value).expanduser()
     resolved = candidate if candidate.is_absolute() else folder / candidate
     if not resolved.is_file():
-        raise ValueError(f"{path}: line {line}: {column} file not found: {value} (looked for {resolved})")
+        problems.append(f"row {row_number}: {column} ({role}) file not found: {value}")
+        return None
     return resolved
 
 
