@@ -125,7 +125,9 @@ def _photos(input_dir: Path, output: Path) -> list[Path]:
     photos = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
     if not photos:
         raise CliError(f"{input_dir}: no photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
-    if output.resolve() == input_dir.resolve():
+    from assistant.photo_output import same_file
+
+    if same_file(output, input_dir):
         raise CliError("the output folder is the input folder; choose another (photos are never overwritten)")
     stems = [p.stem for p in photos]
     if len(set(stems)) != len(stems):

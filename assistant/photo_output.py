@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import PIL.Image
@@ -22,12 +23,19 @@ class OutputError(ValueError):
 def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, an output that is an input, exists (without `overwrite`), or has no image type."""
     for source in inputs:
-        if output.resolve() == source.resolve():
+        if same_file(output, source):
             raise OutputError(f"{output}: that is the input photo; choose another output (it is never overwritten)")
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass --overwrite to replace it")
     if output.suffix.lower() not in PIL.Image.registered_extensions():
         raise OutputError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same file or folder, also through links and on case-insensitive file systems (macOS, Windows)."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def sidecar(output: Path) -> Path:

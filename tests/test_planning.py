@@ -220,3 +220,16 @@ def test_batch_resumes_and_reports_a_bad_photo_without_stopping(negative_registr
     second = ok(runner.invoke(app, args))
     assert len(second["skipped"]) == 2 and second["done"] == [] and second["failed"] == []
     assert runner.invoke(app, ["batch", str(folder), "-o", str(out)]).exit_code == 1  # neither request nor plan
+
+
+def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path: Path, photo) -> None:
+    import os
+
+    from assistant.photo_output import OutputError, check_output
+
+    source = tmp_path / "in.png"
+    photo.save(source)
+    other_name = tmp_path / "same.png"
+    os.link(source, other_name)  # one file, two names (as Photo.JPG and photo.jpg are on macOS)
+    with pytest.raises(OutputError, match="that is the input photo"):
+        check_output(other_name, [source], overwrite=True)

@@ -71,8 +71,11 @@ def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Any
             buffer = io.BytesIO()
             restored.save(buffer, format="PNG")
             write_atomic(target, buffer.getvalue())
-        psnr, ssim = psnr_ssim(restored, clean)
-        psnr_in, ssim_in = psnr_ssim(degraded, clean)
+        try:
+            psnr, ssim = psnr_ssim(restored, clean)
+            psnr_in, ssim_in = psnr_ssim(degraded, clean)
+        except ValueError as err:  # e.g. a dataset whose clean image is a few pixels larger
+            raise ValueError(f"{pair.name} ({pair.degraded} vs {pair.clean}): {err}") from None
         report.images.append({"image": pair.name, "psnr": round(psnr, 4), "ssim": round(ssim, 4),
                               "psnr_input": round(psnr_in, 4), "ssim_input": round(ssim_in, 4)})
     if progress:
