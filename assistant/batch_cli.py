@@ -71,7 +71,7 @@ def batch_command(
         if workers is not None and executor == "local":
             raise CliError("--workers needs --executor ray (the local executor is one process)")
         photos = _photos(input_dir, output)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile, quiet=as_json)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile)
         planner = load_planner(registry, llm) if request is not None else None
         shared = Plan.load(plan_file) if plan_file is not None else None
         report: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": []}

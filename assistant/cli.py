@@ -212,28 +212,19 @@ def apply(
     first); code plugins run on the image between them. A photo edited only by code plugins needs no weights.
     """
     with reported(as_json):
-        import PIL.Image
-
+        from assistant.edit_cli import edit_session
+        from assistant.photo_output import check_output, save_result
         from plugins.data.photos import load_photo
 
-        if output.resolve() == photo.resolve():
-            raise CliError("the output would overwrite the photo; choose another --output.")
-        if output.exists() and not overwrite:
-            raise CliError(f"{output} exists; pass --overwrite to replace it.")
-        if output.suffix.lower() not in PIL.Image.registered_extensions():
-            raise CliError(f"{output}: unknown image type '{output.suffix}'; use .png, .jpg, .webp or .tif.")
+        check_output(output, [photo], overwrite)
         image = load_photo(photo)
-        from assistant.executor import Executor
-        from assistant.paths import open_registry
-
-        store = open_registry(registry)
-        executor = Executor(diffusion_settings(device, short_side, resize, base=base, image_encoder=image_encoder,
-                                               steps=steps, chain_steps=chain_steps, seed=seed, quiet=as_json))
-        loaded = [executor.load(ref, store) for ref in plugin]
-        result = executor.run(image, loaded).image
+        settings = diffusion_settings(device, short_side, resize, base=base, image_encoder=image_encoder,
+                                      steps=steps, chain_steps=chain_steps, seed=seed)
+        with edit_session(registry, as_json, settings) as (store, executor, progress):
+            loaded = [executor.load(ref, store) for ref in plugin]
+            result = executor.run(image, loaded, progress=progress(photo.name, len(loaded))).image
         pipe = executor.pipe
-        output.parent.mkdir(parents=True, exist_ok=True)
-        result.save(output)
+        save_result(result, output)
     processed = list(pipe.target_size(*image.size, short_side, resize)) if pipe else None
     names = [getattr(p, "task", None) or p.manifest.id for p in loaded]
     summary = {"photo": str(photo), "output": str(output), "plugins": names, "size": list(result.size),

@@ -64,7 +64,6 @@ class DiffusionSettings:
     quality_check: bool = False  # measure every step; skip or defer one that makes the photo worse
     max_extra_calls: int = 2  # plugin calls a quality check may add (deferred steps tried again)
     compile: bool = False  # CUDA: denoiser calls as a compiled CUDA graph (a minute to compile, ~3x faster after)
-    quiet: bool = False  # kept for callers; progress is reported through events, never tqdm
 
 
 @dataclass

@@ -24,7 +24,8 @@ def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, an output that is an input, exists (without `overwrite`), or has no image type."""
     for source in inputs:
         if same_file(output, source):
-            raise OutputError(f"{output}: that is the input photo; choose another output (it is never overwritten)")
+            raise OutputError(f"{output}: that is the input photo; choose another output (writing there would "
+                              "overwrite the photo)")
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass --overwrite to replace it")
     if output.suffix.lower() not in PIL.Image.registered_extensions():

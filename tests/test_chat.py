@@ -305,7 +305,7 @@ def test_diffusion_plugins_run_in_the_chat_with_denoising_progress(photo_file: P
     tiny_pipe.save_pretrained(models_dir() / "base")
     Registry(tmp_path / "reg", models_dir=models_dir()).install(diffplugin_folder(tmp_path / "derain", tiny_pipe))
     session = new_session(photo_file, tmp_path / "reg")
-    session.executor = Executor(DiffusionSettings(short_side=32, steps=4, quiet=True))
+    session.executor = Executor(DiffusionSettings(short_side=32, steps=4))
     seen: list[str] = []
 
     async def scenario() -> None:

@@ -211,14 +211,14 @@ class ChatSession:
     def run(self, progress: Any = None, cancel: threading.Event | None = None) -> tuple[Version, str]:
         """Run the pending plan on the current photo; the result becomes the next version. The plan is copied
         first, so changes made while it runs (a new request, /move) neither affect this run nor get lost."""
-        from assistant.executor import DiffusionSettings, Executor
+        from assistant.executor import Executor
         from assistant.planning import run_plan
 
         proposed = self._plan()
         plan = proposed.model_copy(deep=True)
         with self._lock:  # one edit at a time, whatever the UI allows
             if self.executor is None:
-                self.executor = Executor(DiffusionSettings(quiet=True))
+                self.executor = Executor()
             result = run_plan(plan, self.image(), self.registry, self.executor, progress, cancel)
             label = " -> ".join(s.task for s in plan.steps) or "no change"
             version = self._save_version(result.image, plan.to_json(), label)
