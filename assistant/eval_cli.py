@@ -19,10 +19,6 @@ from assistant.cli_common import (
     reported,
 )
 
-#: Clean photos that ship with scikit-image (`--photos skimage`): name -> how skimage.data gives it.
-SKIMAGE_PHOTOS = {"astronaut": "astronaut", "chelsea": "chelsea", "coffee": "coffee", "rocket": "rocket",
-                  "motorcycle": "stereo_motorcycle"}
-
 
 def eval_plugin_command(
     plugin: Annotated[str, typer.Argument(help="A registered plugin id (namespace/name) or a plugin folder.")],
@@ -58,9 +54,12 @@ def eval_plugin_command(
         from assistant.evaluation.plugin_eval import evaluate_plugin, sheet_for, write_report
         from assistant.executor import Executor
         from assistant.paths import open_registry
+        from assistant.photo_output import check_output, save_result
 
         if layout != "auto" and layout not in LAYOUTS:
             raise CliError(f"--layout must be auto or one of {', '.join(LAYOUTS)}, not {layout!r}")
+        if sheet is not None:
+            check_output(sheet, [data], overwrite=True)  # an unknown image type fails now, not after the run
         pairs = load_pairs(data, layout)
         if subset is not None:
             kinds = sorted({"_".join(p.degradations) for p in pairs if p.degradations})
@@ -83,14 +82,7 @@ def eval_plugin_command(
             report.distribution = clip_fid_kid(folder / "outputs", reference, device)
         written = write_report(report)
         if sheet is not None:
-            import io
-
-            from assistant.planning.plan import write_atomic
-
-            buffer = io.BytesIO()
-            sheet_for(report, pairs).save(buffer, format=(sheet.suffix.lstrip(".") or "png").upper()
-                                          .replace("JPG", "JPEG"))
-            write_atomic(sheet, buffer.getvalue())
+            save_result(sheet_for(report, pairs), sheet)
             written.append(sheet)
 
     def human() -> None:
@@ -178,19 +170,13 @@ def eval_orders_command(
 
 
 def _clean_photos(source: str, size: int) -> list[tuple[str, Any]]:
-    import PIL.Image
-
     from plugins.data.pairs import list_images
-    from plugins.data.photos import load_photo
+    from plugins.data.photos import load_photo, sample_photos, with_short_side
 
+    if size < 16:
+        raise CliError(f"--size must be at least 16, got {size}")
     if source == "skimage":
-        import skimage.data
-
-        def photo(loader: str) -> Any:
-            pixels = getattr(skimage.data, loader)()
-            return pixels[0] if isinstance(pixels, tuple) else pixels  # stereo pairs: the left view
-
-        named = [(name, PIL.Image.fromarray(photo(loader)).convert("RGB")) for name, loader in SKIMAGE_PHOTOS.items()]
+        named = sample_photos()
     else:
         folder = Path(source)
         if not folder.is_dir():
@@ -198,14 +184,7 @@ def _clean_photos(source: str, size: int) -> list[tuple[str, Any]]:
         named = [(path.stem, load_photo(path)) for path in list_images(folder)]
         if not named:
             raise CliError(f"--photos {source}: no photos in it")
-    if size < 16:
-        raise CliError(f"--size must be at least 16, got {size}")
-    out = []
-    for name, image in named:
-        scale = size / min(image.size)
-        out.append((name, image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                       PIL.Image.LANCZOS)))
-    return out
+    return [(name, with_short_side(image, size)) for name, image in named]
 
 
 def register(eval_app: Any) -> None:

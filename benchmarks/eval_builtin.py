@@ -35,11 +35,11 @@ PLUGINS = {
 
 
 def clean_photos(folder: Path, size: int) -> Path:
-    from assistant.eval_cli import _clean_photos
+    from plugins.data.photos import sample_photos, with_short_side
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name, image in _clean_photos("skimage", size):
-        image.save(folder / f"{name}.png")
+    for name, image in sample_photos():
+        with_short_side(image, size).save(folder / f"{name}.png")
     return folder
 
 

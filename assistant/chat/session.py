@@ -230,15 +230,11 @@ class ChatSession:
         return version, text
 
     def _save_version(self, image: PIL.Image.Image, plan: dict[str, Any] | None, label: str) -> Version:
-        from assistant.planning.plan import write_atomic
+        from assistant.photo_output import save_result
 
         current = self.refresh().current
         file = self.store.version_folder(self.id) / f"v{current + 1}-{_stamp()}.png"
-        import io
-
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
-        write_atomic(file, buffer.getvalue())
+        save_result(image, file)
         version = self.store.add_version(self.id, file, plan, label)
         self.refresh()
         return version

@@ -51,7 +51,7 @@ class PluginReport:
 def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Any, executor: Any,
                     data: str = "", progress: Callable[[int, int, str], None] | None = None) -> PluginReport:
     """Run `ref` (plugin id or folder) on each pair's degraded image; score output and input against clean."""
-    from assistant.planning.plan import write_atomic
+    from assistant.photo_output import save_result
     from plugins.data.photos import load_photo
 
     plugin = executor.load(ref, registry)
@@ -68,9 +68,7 @@ def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Any
             report.resumed += 1
         else:
             restored = executor.run(degraded, [plugin]).image
-            buffer = io.BytesIO()
-            restored.save(buffer, format="PNG")
-            write_atomic(target, buffer.getvalue())
+            save_result(restored, target)
         try:
             psnr, ssim = psnr_ssim(restored, clean)
             psnr_in, ssim_in = psnr_ssim(degraded, clean)

@@ -53,3 +53,26 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+#: Clean photos that ship with scikit-image (no download): name -> the `skimage.data` function that gives it.
+SAMPLE_PHOTOS = {"astronaut": "astronaut", "chelsea": "chelsea", "coffee": "coffee", "rocket": "rocket",
+                 "motorcycle": "stereo_motorcycle"}
+
+
+def sample_photos() -> list[tuple[str, Image.Image]]:
+    """The `SAMPLE_PHOTOS`, RGB, at their own size (scikit-image must be installed)."""
+    import skimage.data
+
+    named = []
+    for name, loader in SAMPLE_PHOTOS.items():
+        pixels = getattr(skimage.data, loader)()
+        pixels = pixels[0] if isinstance(pixels, tuple) else pixels  # stereo pairs: the left view
+        named.append((name, Image.fromarray(pixels).convert("RGB")))
+    return named
+
+
+def with_short_side(image: Image.Image, size: int) -> Image.Image:
+    """`image` scaled (up or down, LANCZOS) so that its short side is `size` pixels."""
+    scale = size / min(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
