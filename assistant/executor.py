@@ -112,6 +112,7 @@ class Executor:
             result = run.checked(image, steps)
         else:
             result = RunResult(run.plain(image, steps), list(range(len(steps))), len(steps))
+        result.notes[:0] = run.notes
         run.emit("done", len(steps), "done")
         return result
 
@@ -176,6 +177,7 @@ class _Run:
     def __init__(self, executor: Executor, total: int, progress: Progress | None,
                  cancel: threading.Event | None) -> None:
         self.executor, self.total, self.progress, self.cancel = executor, total, progress, cancel
+        self.notes: list[str] = []  # what the plugins said, e.g. why one left the photo as it was
 
     def emit(self, kind: str, done: int, what: str, denoise: int = 0, denoise_total: int = 0) -> None:
         if self.progress is not None:
@@ -191,8 +193,15 @@ class _Run:
         self.check_cancel()
         plugin, options = group[0]
         if is_code_plugin(plugin):
+            from registry.errors import CannotHelp
+
             self.emit("step", done, plugin.manifest.id)
-            return plugin(image, **options)
+            try:
+                return plugin(image, **options)
+            except CannotHelp as why:
+                self.notes.append(f"{plugin.manifest.tasks[0]} skipped: {plugin.manifest.id} left the photo as it "
+                                  f"was ({why})")
+                return image
 
         def on_denoise(_: Any, state: dict[str, Any]) -> None:
             index = state["plugin_index"]

@@ -29,3 +29,9 @@ class InstallRefused(RegistryError):
 
 class PluginNotFound(RegistryError):
     """No plugin (or version) with that id is known."""
+
+
+class CannotHelp(Exception):
+    """Raised by a plugin that cannot help this photo. The executor keeps the photo as it was and shows the
+    message, which should say why in plain words ("the rain mask would cover 85% of the photo"). This is the
+    honest answer where an edit could only make the photo worse; it never fails the run."""

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from assistant.executor import Cancelled, DiffusionSettings, Executor, ExecutorError, OutOfMemory, ProgressEvent
+from registry.errors import CannotHelp
 from registry.manifest import PluginManifest
 from registry.runtime import PythonPlugin
 
@@ -154,6 +155,17 @@ def test_quality_check_defers_then_skips_a_step_that_makes_the_photo_worse(photo
     unchecked = Executor().run(large, steps)
     assert unchecked.order == [0, 1] and not unchecked.checks
     assert np.array_equal(pixels(unchecked.image), pixels(warmer(blur(large))))
+
+
+@pytest.mark.parametrize("quality_check", [False, True])
+def test_a_plugin_that_cannot_help_leaves_the_photo_as_it_was_and_says_why(photo, quality_check: bool) -> None:
+    def refuses(image: PIL.Image.Image) -> PIL.Image.Image:
+        raise CannotHelp("no streaks in this photo")
+
+    steps = [code_plugin("derain", refuses), code_plugin("warm", warmer)]
+    result = Executor(DiffusionSettings(quality_check=quality_check)).run(photo, steps)
+    assert np.array_equal(pixels(result.image), pixels(warmer(photo)))  # the next step ran on the untouched photo
+    assert result.notes[0] == "derain skipped: test/derain left the photo as it was (no streaks in this photo)"
 
 
 def test_quality_check_keeps_steps_that_do_no_harm(photo) -> None:

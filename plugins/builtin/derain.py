@@ -5,6 +5,10 @@ photo minus its morphological opening; Serra, "Image Analysis and Mathematical M
 the bright things narrower than the structuring element. For rain the element is a horizontal line: streaks fall
 at most ~30 degrees off vertical, so they are thin across and are caught, while long vertical edges of the scene
 are not. The detected pixels are replaced by a normalised convolution of the pixels around them.
+
+Where the detected pixels are so many that much of them lies far from any intact pixel (heavy real rain, or a
+scene full of bright texture), filling would paint blobs over the photo: the plugin then raises `CannotHelp` and
+the photo is left as it was.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from PIL import Image
 from scipy import ndimage
 
 from plugins.builtin._common import fill_from_neighbours, number, odd, scale_of, to_array, to_image
+from registry.errors import CannotHelp
 
 
 def _opening(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -28,8 +33,14 @@ def _bright_residue(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([array[:, :, c] - _opening(array[:, :, c], size) for c in range(3)], axis=2).min(axis=2)
 
 
+# The share of the photo that may lie farther than 2x the rim width from any kept pixel. Beyond it the fill
+# paints blobs over the scene: on heavy real rain the mask covers 90-98% of the photo and 85% of it is out of
+# reach, while synthetic rain at full strength stays at or below 36% (skimage photos) and light real rain at 20-37%.
+MAX_OUT_OF_REACH = 0.5
+
+
 def _remove(array: np.ndarray, residue: np.ndarray, threshold: float, grow: int, sigma: float,
-            max_area: int | None = None) -> np.ndarray:
+            max_area: int | None = None, what: str = "rain") -> np.ndarray:
     mask = residue > threshold
     if max_area is not None and mask.any():
         # Flakes are compact spots; a bright region bigger than the window is the scene (white clothes, a sign)
@@ -44,6 +55,10 @@ def _remove(array: np.ndarray, residue: np.ndarray, threshold: float, grow: int,
         mask = ndimage.binary_dilation(mask, iterations=grow)
     if not mask.any():
         return array
+    out_of_reach = float((ndimage.distance_transform_edt(mask) > 2 * max(grow, 1)).mean())
+    if out_of_reach > MAX_OUT_OF_REACH:
+        raise CannotHelp(f"the {what} it found covers {mask.mean():.0%} of the photo, too much of it far from any "
+                         f"intact pixel to fill in without painting over the scene")
     return fill_from_neighbours(array, mask, sigma)
 
 
@@ -69,4 +84,4 @@ def desnow(image: Image.Image, threshold: float = 0.15, flake_size: int = 0) -> 
     size = odd(flake_size + 2 if flake_size else 24 * scale, minimum=3)
     residue = _bright_residue(array, (size, size))
     return to_image(_remove(array, residue, threshold, max(1, round(scale * 2)), max(1.0, 3.0 * scale * 2),
-                            max_area=size * size // 2))
+                            max_area=size * size // 2, what="snow"))

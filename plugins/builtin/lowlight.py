@@ -18,7 +18,8 @@ from plugins.builtin._common import guided_filter, number, scale_of, to_array, t
 
 
 def lowlight(image: Image.Image, gamma: float = 0.8, denoise: float = 1.0, floor: float = 0.03) -> Image.Image:
-    """Brighten a dark photo; lower `gamma` brightens more, `denoise` (0-1) smooths the lifted shadows."""
+    """Brighten a dark photo by dividing out the illumination map raised to `gamma`: higher `gamma` brightens more
+    (0.8 is LIME's), `denoise` (0-1) smooths the lifted shadows."""
     gamma = number("gamma", gamma, 0.0, 1.0, low_open=True)
     denoise = number("denoise", denoise, 0.0, 1.0)
     floor = number("floor", floor, 0.0, 1.0, low_open=True)
