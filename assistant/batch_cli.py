@@ -14,8 +14,9 @@ from assistant.cli_common import (
     CliError,
     CompileOption,
     DeviceOption,
+    ExploreOption,
     JsonOption,
-    QualityCheckOption,
+    JudgeOption,
     RegistryOption,
     ResizeOption,
     ShortSideOption,
@@ -48,7 +49,8 @@ def batch_command(
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     chain_latents: ChainLatentsOption = False,
-    quality_check: QualityCheckOption = False,
+    judge: JudgeOption = True,
+    explore: ExploreOption = 1,
     compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -71,7 +73,7 @@ def batch_command(
         if workers is not None and executor == "local":
             raise CliError("--workers needs --executor ray (the local executor is one process)")
         photos = _photos(input_dir, output)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         planner = load_planner(registry, llm) if request is not None else None
         shared = Plan.load(plan_file) if plan_file is not None else None
         report: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": []}

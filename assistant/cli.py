@@ -218,8 +218,8 @@ def apply(
 
         check_output(output, [photo], overwrite)
         image = load_photo(photo)
-        settings = diffusion_settings(device, short_side, resize, base=base, image_encoder=image_encoder,
-                                      steps=steps, chain_steps=chain_steps, seed=seed)
+        settings = diffusion_settings(device, short_side, resize, judge=False, base=base,
+                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         with edit_session(registry, as_json, settings) as (store, executor, progress):
             loaded = [executor.load(ref, store) for ref in plugin]
             result = executor.run(image, loaded, progress=progress(photo.name, len(loaded))).image

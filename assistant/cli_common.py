@@ -25,9 +25,13 @@ ResizeOption = Annotated[str, typer.Option(
 ChainLatentsOption = Annotated[bool, typer.Option(
     help="Chained diffusion plugins pass latents on instead of decoding and re-encoding (faster; not the "
          "official behaviour).")]
-QualityCheckOption = Annotated[bool, typer.Option(
-    help="Measure every step (sharpness, contrast, colour cast, clipping); a step that makes the photo worse is "
-         "tried after the next one (at most 2 extra calls) or skipped, and the plan says so.")]
+JudgeOption = Annotated[bool, typer.Option(
+    "--judge/--no-judge", help="Judge every step against its input; when it made the photo worse, try it milder "
+                               "and try the other plugins for its task, keep the best, or drop the step and say "
+                               "so. The saved plan records what was tried and kept.")]
+ExploreOption = Annotated[int, typer.Option(
+    min=1, help="With the judge: try up to N plugins for each step even when the first is fine, and keep the "
+                "best.")]
 
 CompileOption = Annotated[bool, typer.Option(
     "--compile", help="CUDA only: compile the denoiser into a CUDA graph. The first photo of each size waits "
@@ -35,7 +39,7 @@ CompileOption = Annotated[bool, typer.Option(
 
 
 def diffusion_settings(device: str | None = None, short_side: int = 512, resize: str = "min",
-                       chain_latents: bool = False, quality_check: bool = False, compile: bool = False,
+                       chain_latents: bool = False, judge: bool = True, explore: int = 1, compile: bool = False,
                        **more: Any) -> Any:
     """The executor's settings from the options `edit`, `run` and `batch` share."""
     from assistant.executor import DiffusionSettings
@@ -45,7 +49,7 @@ def diffusion_settings(device: str | None = None, short_side: int = 512, resize:
     if resize not in ("min", "exact"):
         raise CliError(f"--resize must be 'min' or 'exact', not {resize!r}")
     return DiffusionSettings(device=device, short_side=short_side, resize=resize, chain_latents=chain_latents,
-                             quality_check=quality_check, compile=compile, **more)
+                             judge=judge, explore=explore, compile=compile, **more)
 
 
 class CliError(Exception):

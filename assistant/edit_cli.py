@@ -13,8 +13,9 @@ from assistant.cli_common import (
     CliError,
     CompileOption,
     DeviceOption,
+    ExploreOption,
     JsonOption,
-    QualityCheckOption,
+    JudgeOption,
     RegistryOption,
     ResizeOption,
     ShortSideOption,
@@ -62,7 +63,8 @@ def run_command(
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     chain_latents: ChainLatentsOption = False,
-    quality_check: QualityCheckOption = False,
+    judge: JudgeOption = True,
+    explore: ExploreOption = 1,
     compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -72,7 +74,7 @@ def run_command(
 
         plan = Plan.load(plan_file)
         targets = _targets(inputs, output)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         results = []
         with edit_session(registry, as_json, settings) as (store, executor, progress):
             for source, target in targets:
@@ -98,7 +100,8 @@ def edit_command(
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     chain_latents: ChainLatentsOption = False,
-    quality_check: QualityCheckOption = False,
+    judge: JudgeOption = True,
+    explore: ExploreOption = 1,
     compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -112,7 +115,7 @@ def edit_command(
         from plugins.data.photos import load_photo
 
         check_output(output, [photo], overwrite)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, quality_check, compile)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         image = load_photo(photo)
         plan = load_planner(registry, llm).plan(request, image)
         if not plan.steps:
@@ -140,7 +143,8 @@ def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, 
     result = run_plan(plan, image, store, executor, progress(source.name, len(plan.steps)))
     save_result(result.image, target, plan)
     return {"input": str(source), "output": str(target), "plan": str(sidecar(target)), "notes": result.notes,
-            "checks": result.checks}
+            "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix, "tries": [t.to_json() for t in o.tries]}
+                       for o in result.outcomes]}
 
 
 def _notes(notes: list[str]) -> None:

@@ -69,7 +69,7 @@ def eval_plugin_command(
         pairs = pairs[:limit]
         folder = output or Path(f"eval-{plugin.rstrip('/').replace('/', '-')}")
         store = open_registry(registry)
-        executor = Executor(diffusion_settings(device, short_side, resize))
+        executor = Executor(diffusion_settings(device, short_side, resize, judge=False))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=as_json) as bar:
             job = bar.add_task(plugin, total=len(pairs))
@@ -136,7 +136,7 @@ def eval_orders_command(
         if draws > 1:
             clean = [(f"{name}#{k}", image) for k in range(draws) for name, image in clean]
         store = open_registry(registry)
-        executor = Executor(diffusion_settings(device, size, "exact"))
+        executor = Executor(diffusion_settings(device, size, "exact", judge=False))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=as_json) as bar:
             job = bar.add_task("orders", total=None)

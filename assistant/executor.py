@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from assistant.plugin_cache import PluginCache, cache_key, folder_key
 @dataclass(frozen=True)
 class ProgressEvent:
     """`kind`: 'step' (plan step `done` of `total` starts: `what`), 'denoise' (`denoise` of `denoise_total`
-    denoising steps of `what` are done), 'check' (a quality check's verdict, in `what`) or 'done'."""
+    denoising steps of `what` are done), 'check' (the judge's verdict on a try, in `what`) or 'done'."""
 
     kind: Literal["step", "denoise", "check", "done"]
     done: int
@@ -61,20 +61,62 @@ class DiffusionSettings:
     resize: str = "min"
     chain_latents: bool = False  # pass latents between chained diffusion plugins (no decode/re-encode)
     chain_clip: str = "original"  # CLIP tokens of the chain's input ('original') or of each step's ('current')
-    quality_check: bool = False  # measure every step; skip or defer one that makes the photo worse
-    max_extra_calls: int = 2  # plugin calls a quality check may add (deferred steps tried again)
+    judge: bool = True  # judge every step; try milder or other plugins when it made the photo worse, else drop it
+    explore: int = 1  # plugins tried per step even when the first one is fine (the best is kept)
     compile: bool = False  # CUDA: denoiser calls as a compiled CUDA graph (a minute to compile, ~3x faster after)
+
+
+@dataclass(frozen=True)
+class Try:
+    """One thing the judge looked at for a step: a plugin's output at `mix` (1: as it came; 0.5: half-way
+    between the step's input and that output) and what it made of it."""
+
+    plugin: str
+    mix: float
+    verdict: Literal["kept", "ok", "worse", "cannot help", "could not load"]
+    better: float | None = None  # the judge's calibrated chance that this helped
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"plugin": self.plugin, "mix": self.mix, "verdict": self.verdict}
+        if self.better is not None:
+            data["better"] = round(self.better, 3)
+        if self.reasons:
+            data["reasons"] = list(self.reasons)
+        return data
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a judged step came to: the plugin and mix that were kept (`plugin` None: the step was dropped)."""
+
+    index: int
+    plugin: str | None
+    mix: float
+    tries: tuple[Try, ...]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """Another plugin for a step's task, loaded only when the judge wants to try it."""
+
+    name: str
+    load: Callable[[], Any]
+
+
+#: a step's index -> other plugins for that step's task, in the order to try them.
+Alternatives = Callable[[int], list[Alternative]]
 
 
 @dataclass
 class RunResult:
-    """The edited photo, the plan steps in the order they ran (indices into the input), and what the quality
-    check saw and did."""
+    """The edited photo, the plan steps that were kept (indices into the input, in order) and, when judged, what
+    was tried and kept for each step."""
 
     image: PIL.Image.Image
     order: list[int]
     steps: int
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[StepOutcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -103,13 +145,21 @@ class Executor:
         return self.plugins.get(cache_key(status), lambda: load_step(ref, registry))
 
     def run(self, image: PIL.Image.Image, loaded: Sequence[Any], params: Sequence[dict[str, Any]] | None = None,
-            progress: Progress | None = None, cancel: threading.Event | None = None) -> RunResult:
-        """Run `loaded` plugins (TaskPlugin or PythonPlugin) in order; `params[i]` are step i's options."""
+            progress: Progress | None = None, cancel: threading.Event | None = None,
+            *, mixes: Sequence[float] | None = None, names: Sequence[str] | None = None,
+            alternatives: Alternatives | None = None) -> RunResult:
+        """Run `loaded` plugins (TaskPlugin or PythonPlugin) in order; `params[i]` are step i's options and
+        `mixes[i]` how much of its output is kept (1: all); `names[i]` is how notes name it (its plugin id).
+        With `settings.judge`, every step is judged and may be replaced by a milder mix or by one of
+        `alternatives(i)`, or dropped."""
         params = list(params) if params is not None else [{} for _ in loaded]
-        steps = list(zip(loaded, params, strict=True))
+        mixes = list(mixes) if mixes is not None else [1.0 for _ in loaded]
+        names = list(names) if names is not None else [describe(plugin)[0] for plugin in loaded]
+        steps = [Planned(plugin, options, mix, name)
+                 for plugin, options, mix, name in zip(loaded, params, mixes, names, strict=True)]
         run = _Run(self, len(steps), progress, cancel)
-        if self.settings.quality_check:
-            result = run.checked(image, steps)
+        if self.settings.judge:
+            result = run.judged(image, steps, alternatives)
         else:
             result = RunResult(run.plain(image, steps), list(range(len(steps))), len(steps))
         result.notes[:0] = run.notes
@@ -172,7 +222,7 @@ class Executor:
 
 
 class _Run:
-    """One `Executor.run`: progress reporting and cancellation shared by the plain and the checked path."""
+    """One `Executor.run`: progress reporting and cancellation shared by the plain and the judged path."""
 
     def __init__(self, executor: Executor, total: int, progress: Progress | None,
                  cancel: threading.Event | None) -> None:
@@ -189,19 +239,13 @@ class _Run:
 
     def step(self, image: PIL.Image.Image, group: list[tuple[Any, dict[str, Any]]], done: int,
              clip_image: PIL.Image.Image | None = None, continuing: bool = False) -> PIL.Image.Image:
-        """Run one code plugin, or one group of diffusion plugins as a chain, reporting progress."""
+        """Run one code plugin, or one group of diffusion plugins as a chain, reporting progress. A code plugin
+        that cannot help raises `registry.errors.CannotHelp`."""
         self.check_cancel()
         plugin, options = group[0]
         if is_code_plugin(plugin):
-            from registry.errors import CannotHelp
-
             self.emit("step", done, plugin.manifest.id)
-            try:
-                return plugin(image, **options)
-            except CannotHelp as why:
-                self.notes.append(f"{plugin.manifest.tasks[0]} skipped: {plugin.manifest.id} left the photo as it "
-                                  f"was ({why})")
-                return image
+            return plugin(image, **options)
 
         def on_denoise(_: Any, state: dict[str, Any]) -> None:
             index = state["plugin_index"]
@@ -213,52 +257,132 @@ class _Run:
         self.emit("step", done, group[0][0].task)
         return self.executor.diffuse(image, group, on_denoise, clip_image, continuing)
 
-    def plain(self, image: PIL.Image.Image, steps: list[tuple[Any, dict[str, Any]]]) -> PIL.Image.Image:
+    def plain(self, image: PIL.Image.Image, steps: list[Planned]) -> PIL.Image.Image:
+        from registry.errors import CannotHelp
+
         done = 0
         for group in diffusion_runs(steps):
-            image = self.step(image, group, done)
+            try:
+                out = self.step(image, [(p.plugin, p.options) for p in group], done)
+            except CannotHelp as why:
+                task = describe(group[0].plugin)[1]
+                self.notes.append(f"{task} skipped: {group[0].name} left the photo as it was ({why})")
+                out = image
+            image = blend(image, out, group[0].mix)
             done += len(group)
         return image
 
-    def checked(self, image: PIL.Image.Image, steps: list[tuple[Any, dict[str, Any]]]) -> RunResult:
-        """Each step alone, measured before and after. A step that makes the photo worse is tried again after
-        the next step while extra calls remain, else skipped. Diffusion steps still run as one chain would (the
-        chain input's CLIP tokens, chain steps after the first), decoded between steps to be measured."""
-        from assistant.quality import judge, measure
+    def judged(self, image: PIL.Image.Image, steps: list[Planned], alternatives: Alternatives | None) -> RunResult:
+        """Each step alone, judged against its input (`assistant.judge`). A step judged worse is tried milder
+        (half and a quarter of the way from its input to its output), then with the other plugins for its task;
+        the best acceptable result is kept, and a step nothing helps is dropped with a note saying so. Diffusion
+        steps still run as one chain would (the chain input's CLIP tokens, chain steps after the first)."""
+        from assistant.judge import look
 
-        pending, order, checks, notes = list(range(len(steps))), [], [], []
-        skipped, extra, budget = 0, 0, self.executor.settings.max_extra_calls
+        current = look(image)
         chain_start: PIL.Image.Image | None = None  # the input of the diffusion chain in progress, if any
-        before = measure(image)
-        while pending:
-            index = pending.pop(0)
-            plugin, options = steps[index]
-            code = is_code_plugin(plugin)
-            out = self.step(image, [(plugin, options)], len(order) + skipped,
-                            clip_image=None if code else chain_start, continuing=not code and chain_start is not None)
-            after = measure(out)
-            name, task = (plugin.manifest.id, plugin.manifest.tasks[0]) if code else (plugin.task, plugin.task)
-            verdict = judge(before, after, task)
-            checks.append({"step": index, "plugin": name, **verdict.to_json()})
-            self.emit("check", len(order) + skipped, f"{name}: {'worse' if verdict.worse else 'ok'}")
-            if not verdict.worse:
-                if not code and chain_start is None:
-                    chain_start = image
-                if code:
-                    chain_start = None
-                image, before = out, after
-                order.append(index)
+        order: list[int] = []
+        outcomes: list[StepOutcome] = []
+        notes: list[str] = []
+        for index, planned in enumerate(steps):
+            name, task = planned.name, describe(planned.plugin)[1]
+            first = Alternative(name, lambda planned=planned: planned.plugin)
+            others = alternatives(index) if alternatives is not None else []
+            kept, tries = self._judge_step(current, chain_start, index, task, planned, [first, *others])
+            if kept is None:
+                outcomes.append(StepOutcome(index, None, planned.mix, tuple(tries)))
+                if any(t.verdict == "worse" for t in tries):
+                    notes.append(f"{task} skipped: every try made the photo worse ({_summary(tries)})")
+                else:  # nothing could run: the plugins said they cannot help, or would not load
+                    notes.append(f"{task} skipped: " + "; ".join(f"{t.plugin} left the photo as it was ({t.reasons[0]})"
+                                                                 for t in tries))
                 continue
-            why = "; ".join(verdict.reasons)
-            if pending and extra < budget:
-                extra += 1
-                pending.insert(1, index)
-                notes.append(f"quality: step {index + 1} ({name}) made the photo worse ({why}); trying it after "
-                             f"step {pending[0] + 1}")
-            else:
-                skipped += 1
-                notes.append(f"quality: step {index + 1} ({name}) made the photo worse ({why}); skipped")
-        return RunResult(image, order, len(steps), checks, notes)
+            seen, plugin, kept_try = kept
+            tries = [replace(t, verdict="kept") if t is kept_try else t for t in tries]
+            outcomes.append(StepOutcome(index, kept_try.plugin, kept_try.mix, tuple(tries)))
+            order.append(index)
+            if kept_try.plugin != name or kept_try.mix != planned.mix:
+                notes.append(f"{task}: kept {kept_try.plugin}{_at(kept_try.mix)} ({_summary(tries)})")
+            elif kept_try.better is None and kept_try.reasons:  # the judge could not measure the photo
+                notes.append(f"{task}: {kept_try.reasons[0]}")
+            code = is_code_plugin(plugin)
+            chain_start = None if code or kept_try.mix != 1.0 else (chain_start or current.image)
+            current = seen
+        return RunResult(current.image, order, len(steps), outcomes, notes)
+
+    def _judge_step(self, current: Any, chain_start: PIL.Image.Image | None, index: int, task: str,
+                    planned: Planned, candidates: list[Alternative]) -> tuple[tuple[Any, Any, Try] | None, list[Try]]:
+        from assistant.judge import assess, look
+        from registry.errors import CannotHelp, RegistryError
+
+        explore = max(1, self.executor.settings.explore)
+        tries: list[Try] = []
+        best: tuple[float, tuple[Any, Any, Try]] | None = None
+        plugins_run = 0
+        for candidate in candidates:
+            if plugins_run >= explore and best is not None:
+                break
+            try:
+                plugin = candidate.load()
+            except (RegistryError, ExecutorError) as err:
+                tries.append(Try(candidate.name, 1.0, "could not load", reasons=(str(err),)))
+                continue
+            plugins_run += 1
+            code = is_code_plugin(plugin)
+            options = planned.options if plugin is planned.plugin else {}
+            try:
+                out = self.step(current.image, [(plugin, options)], index, clip_image=None if code else chain_start,
+                                continuing=not code and chain_start is not None)
+            except CannotHelp as why:
+                tries.append(Try(candidate.name, planned.mix, "cannot help", reasons=(str(why),)))
+                continue
+            mixes = [planned.mix, planned.mix / 2, planned.mix / 4] if out.size == current.image.size else [1.0]
+            for mix in mixes:
+                seen = look(blend(current.image, out, mix))
+                verdict = assess(current, seen, task)
+                attempt = Try(candidate.name, mix, "worse" if verdict.worse else "ok", verdict.better,
+                              tuple(verdict.reasons))
+                tries.append(attempt)
+                self.emit("check", index, f"{candidate.name}{_at(mix)}: {attempt.verdict}")
+                if not verdict.worse:
+                    if best is None or verdict.score > best[0]:
+                        best = (verdict.score, (seen, plugin, attempt))
+                    break
+        return (best[1] if best else None), tries
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan step as the executor runs it: the loaded plugin, its options, and how much of its output is kept."""
+
+    plugin: Any
+    options: dict[str, Any]
+    mix: float = 1.0
+    name: str = ""
+
+
+def blend(before: PIL.Image.Image, after: PIL.Image.Image, mix: float) -> PIL.Image.Image:
+    """`mix` of the way from `before` to `after` (1: `after` itself)."""
+    if mix >= 1.0 or after.size != before.size:
+        return after
+    return PIL.Image.blend(before.convert("RGB"), after.convert("RGB"), mix)
+
+
+def describe(plugin: Any) -> tuple[str, str]:
+    """(name, task) of a loaded plugin: a registered code plugin's id, or a Task-Plugin's task."""
+    if is_code_plugin(plugin):
+        return plugin.manifest.id, plugin.manifest.tasks[0]
+    manifest = getattr(plugin, "manifest", None)
+    return (manifest.id if manifest is not None else plugin.task), plugin.task
+
+
+def _at(mix: float) -> str:
+    return "" if mix >= 1.0 else f" at {mix:.0%}"
+
+
+def _summary(tries: list[Try]) -> str:
+    return "; ".join(f"{t.plugin}{_at(t.mix)}: {t.verdict}" + (f" ({t.better:.0%})" if t.better is not None else "")
+                     for t in tries)
 
 
 def is_code_plugin(plugin: Any) -> bool:
@@ -267,12 +391,13 @@ def is_code_plugin(plugin: Any) -> bool:
     return isinstance(plugin, PythonPlugin)
 
 
-def diffusion_runs(steps: list[tuple[Any, dict[str, Any]]]) -> list[list[tuple[Any, dict[str, Any]]]]:
-    """Steps grouped for running: consecutive diffusion plugins share a list (one pipeline call); a code plugin
-    is a list of its own."""
-    runs: list[list[tuple[Any, dict[str, Any]]]] = []
+def diffusion_runs(steps: list[Planned]) -> list[list[Planned]]:
+    """Steps grouped for running: consecutive diffusion plugins kept whole share a list (one pipeline call); a
+    code plugin, or a step whose output is mixed with its input, is a list of its own."""
+    runs: list[list[Planned]] = []
     for step in steps:
-        if is_code_plugin(step[0]) or not runs or is_code_plugin(runs[-1][0][0]):
+        alone = is_code_plugin(step.plugin) or step.mix != 1.0
+        if alone or not runs or is_code_plugin(runs[-1][0].plugin) or runs[-1][0].mix != 1.0:
             runs.append([step])
         else:
             runs[-1].append(step)

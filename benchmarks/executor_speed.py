@@ -6,7 +6,7 @@
   (base and plugin loaded from disk, as a fresh process or the official demo's per-call SCB reload does);
 * a 3-plugin chain (20 + 3 + 3 steps) vs one plugin: the official chain (decode and re-encode between plugins,
   CLIP tokens of the original), latents passed on (`chain_latents`), CLIP tokens per step (`chain_clip=current`),
-  and the quality check (each step decoded and measured);
+  and the judge (each step decoded and judged);
 * on CUDA, optionally: the UNet under `torch.compile` (`--compile`), and a real out-of-memory error and recovery
   (`--oom`: the process is capped to a small share of GPU memory, then a huge photo is asked for).
 
@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del base
 
     def fresh(**options: Any) -> Executor:
+        options.setdefault("judge", False)  # the pipeline's own cost; the judged chain is measured on its own
         return Executor(DiffusionSettings(base=str(work / "base"), device=str(device), steps=args.steps,
                                           short_side=size, resize="exact", **options))
 
@@ -160,19 +161,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report("plugin load: cache / disk", (results["plugin_load_from_cache_s"], results["plugin_load_from_disk_s"]))
 
     resident = executor.settings
-    for name, options in {"chain3_official": {}, "chain3_latents": {"chain_latents": True},
-                          "chain3_clip_current": {"chain_clip": "current"},
-                          "chain3_quality_check": {"quality_check": True}}.items():
+    for name, options in {"chain3_official": {"judge": False},
+                          "chain3_latents": {"judge": False, "chain_latents": True},
+                          "chain3_clip_current": {"judge": False, "chain_clip": "current"},
+                          "chain3_judged": {"judge": True}}.items():
         executor.settings = replace(resident, **options)
         results[name] = seconds(lambda: edit(executor, folders), repeats)
-        if options.get("quality_check"):  # random weights: steps get judged worse and retried, costing calls
+        if options.get("judge"):  # random weights: steps get judged worse and tried milder, costing calls
             results[name]["notes"] = executor.run(image, [executor.load(str(f), None) for f in folders]).notes
         report(f"3-plugin chain, {name.removeprefix('chain3_')}", results[name])
     executor.settings = resident
-    from assistant.quality import measure
+    from assistant.judge import look
 
-    results["quality_measure_s"] = seconds(lambda: measure(image), repeats)["median_s"]
-    report("quality measures of one photo", results["quality_measure_s"])
+    results["judge_look_s"] = seconds(lambda: look(image), repeats)["median_s"]
+    report("the judge's measures of one photo", results["judge_look_s"])
 
     if args.oom and cuda:
         results["oom"] = provoke_oom(executor, folders[:1], image, size)
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "chain3_over_single": round(official / single, 3),
         "chain3_latents_over_official": round(results["chain3_latents"]["median_s"] / official, 3),
         "chain3_clip_current_over_official": round(results["chain3_clip_current"]["median_s"] / official, 3),
-        "chain3_checked_over_official": round(results["chain3_quality_check"]["median_s"] / official, 3),
+        "chain3_judged_over_official": round(results["chain3_judged"]["median_s"] / official, 3),
     }
     print(json.dumps(results["ratios"], indent=2))
     if args.json_out is not None:

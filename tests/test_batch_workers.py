@@ -1,4 +1,4 @@
-"""`run`/`batch` through the executor from the command line: the quality check, cancellation, and the Ray
+"""`run`/`batch` through the executor from the command line: the judge, cancellation, and the Ray
 backend (a local Ray instance on CPU, the same code a cluster runs)."""
 
 from __future__ import annotations
@@ -50,38 +50,54 @@ def code_registry(tmp_path: Path) -> Path:
 
 
 def plan_file(path: Path, *plugins: str) -> Path:
-    steps = [Step(plugin=p, task=p.split("/")[1].split("-")[0]) for p in plugins]
+    steps = [Step(plugin=p, task=p.split("/")[1].removesuffix("-classic")) for p in plugins]
     return Plan(request="test", steps=steps, order="user").save(path)
 
 
 def photos(folder: Path, bad: bool = True) -> Path:
+    """Three small hazy photos (and a broken file): dehazing them is an edit the judge keeps."""
     import skimage.data
+
+    from plugins.data.degradations import degrade
 
     folder.mkdir()
     for name in ("astronaut", "coffee", "chelsea"):
-        PIL.Image.fromarray(getattr(skimage.data, name)()).resize((96, 72)).save(folder / f"{name}.jpg")
+        clean = PIL.Image.fromarray(getattr(skimage.data, name)()).resize((96, 72))
+        degrade(clean, ["haze"], seed=1).save(folder / f"{name}.jpg")
     if bad:
         (folder / "broken.jpg").write_bytes(b"not a photo")
     return folder
 
 
-def test_run_with_quality_check_skips_a_harmful_step_and_records_it(code_registry: Path, tmp_path: Path,
-                                                                     photo) -> None:
+def test_run_judges_each_step_drops_a_harmful_one_and_records_the_tries(code_registry: Path, tmp_path: Path) -> None:
+    import skimage.data
+
     source = tmp_path / "in.png"
-    photo.resize((320, 212)).save(source)
-    plan = plan_file(tmp_path / "plan.yaml", "test/soften", "diffplugin/lowlight-classic")
+    PIL.Image.fromarray(skimage.data.chelsea()).resize((320, 212)).save(source)
+    plan = plan_file(tmp_path / "plan.yaml", "test/soften", "diffplugin/white-balance")
     out = tmp_path / "out.png"
     result = runner.invoke(app, ["run", str(plan), str(source), "-o", str(out), "--registry", str(code_registry),
-                                 "--quality-check", "--json"])
+                                 "--json"])
     assert result.exit_code == 0, result.output
     reply = json.loads(result.stdout)["outputs"][0]
-    assert any("(test/soften) made the photo worse" in note and "skipped" in note for note in reply["notes"])
+    assert any(note.startswith("soften skipped: every try made the photo worse") for note in reply["notes"])
+    assert [j["kept"] for j in reply["judged"]] == [None, "diffplugin/white-balance"]
     saved = Plan.load(Path(reply["plan"]))
-    assert [s.plugin for s in saved.steps] == ["diffplugin/lowlight-classic"] and saved.order == "quality-check"
-    assert any("skipped" in note for note in saved.notes)
+    assert [s.plugin for s in saved.steps] == ["diffplugin/white-balance"]
+    assert [s.plugin for s in saved.dropped] == ["test/soften"]
+    assert [t.verdict for t in saved.dropped[0].tries] == ["worse", "worse", "worse"]
+    assert saved.steps[0].tries[0].verdict == "kept"
+    # replaying the saved plan runs what was kept, and gives the same photo
+    again = runner.invoke(app, ["run", str(reply["plan"]), str(source), "-o", str(tmp_path / "again.png"),
+                                "--registry", str(code_registry), "--json"])
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(np.asarray(PIL.Image.open(out)), np.asarray(PIL.Image.open(tmp_path / "again.png")))
     plain = runner.invoke(app, ["run", str(plan), str(source), "-o", str(tmp_path / "plain.png"), "--registry",
-                                str(code_registry), "--json"])
-    assert plain.exit_code == 0 and Plan.load(tmp_path / "plain.png.plan.yaml").order == "user"
+                                str(code_registry), "--no-judge", "--json"])
+    assert plain.exit_code == 0, plain.output
+    unjudged = Plan.load(tmp_path / "plain.png.plan.yaml")
+    assert [s.plugin for s in unjudged.steps] == ["test/soften", "diffplugin/white-balance"]
+    assert not unjudged.dropped and not unjudged.steps[0].tries
 
 
 def test_a_cancelled_edit_writes_nothing(code_registry: Path, tmp_path: Path, photo) -> None:
@@ -110,7 +126,7 @@ def test_ray_batch_gives_the_local_results_and_reports_failures(tmp_path: Path) 
     folder = photos(tmp_path / "in")
     reports = {}
     for kind, extra in (("local", []), ("ray", ["--executor", "ray", "--workers", "2"])):
-        result = runner.invoke(app, ["batch", str(folder), "make it brighter", "-o", str(tmp_path / kind), "--json",
+        result = runner.invoke(app, ["batch", str(folder), "remove the haze", "-o", str(tmp_path / kind), "--json",
                                      *extra])
         assert result.exit_code == 1, result.output  # the broken photo
         reports[kind] = json.loads(result.stdout)
@@ -122,7 +138,8 @@ def test_ray_batch_gives_the_local_results_and_reports_failures(tmp_path: Path) 
     assert all(np.array_equal(local[name], ray[name]) for name in local)
     assert all(not np.array_equal(local[name], np.asarray(PIL.Image.open(folder / name.replace("png", "jpg"))))
                for name in local)  # something was edited
-    assert Plan.load(tmp_path / "ray" / "coffee.png.plan.yaml").versions  # the worker's run recorded versions
+    judged = Plan.load(tmp_path / "ray" / "coffee.png.plan.yaml")
+    assert judged.versions and judged.steps[0].tries[0].verdict == "kept"  # the worker judged and recorded it
 
 
 def test_ray_workers_keep_a_diffusion_base_resident(tmp_path: Path, tiny_pipe) -> None:

@@ -63,9 +63,13 @@ def log_text(screen: ChatScreen) -> str:
 
 
 def test_a_two_step_edit_by_conversation(photo_file: Path, tmp_path: Path, monkeypatch) -> None:
+    from assistant.executor import DiffusionSettings, Executor
+
     monkeypatch.chdir(tmp_path)
     viewed: list[Path] = []
     session = new_session(photo_file)
+    # The chat's mechanics on a clean photo, where the judge would rightly drop both steps (tested below).
+    session.executor = Executor(DiffusionSettings(judge=False))
     original = np.asarray(session.original())
 
     async def scenario() -> None:
@@ -355,3 +359,14 @@ def test_messages_from_many_threads_keep_their_order_numbers(photo_file: Path) -
     for thread in threads:
         thread.join()
     assert len(session.messages()) == before + 240
+
+
+def test_the_chat_says_what_the_judge_tried_and_dropped(photo_file: Path) -> None:
+    """Dehazing a clean photo only harms it: the step is dropped, the photo stays as it was, and the reply and
+    the version's plan say what was tried."""
+    session = new_session(photo_file)
+    session.add("diffplugin/dehaze-classic")
+    version, text = session.run()
+    assert "dehaze skipped: every try made the photo worse (diffplugin/dehaze-classic: worse" in text
+    assert np.array_equal(np.asarray(session.image()), np.asarray(session.original()))
+    assert [t["verdict"] for t in version.plan["dropped"][0]["tries"]] == ["worse", "worse", "worse"]

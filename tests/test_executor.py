@@ -17,9 +17,10 @@ from assistant.executor import Cancelled, DiffusionSettings, Executor, ExecutorE
 from registry.errors import CannotHelp
 from registry.manifest import PluginManifest
 from registry.runtime import PythonPlugin
+from tests.conftest import photo_array
 
 #: Small enough that the tiny base (VAE factor 2) runs in well under a second per plugin.
-SMALL = {"short_side": 32, "steps": 4, "chain_steps": 2}
+SMALL = {"judge": False, "short_side": 32, "steps": 4, "chain_steps": 2}
 
 
 def executor_on(pipe, **settings) -> Executor:
@@ -140,38 +141,93 @@ def warmer(image: PIL.Image.Image) -> PIL.Image.Image:
     return PIL.Image.merge("RGB", (r.point(lambda v: min(255, round(v * 1.04))), g, b))
 
 
-def test_quality_check_defers_then_skips_a_step_that_makes_the_photo_worse(photo) -> None:
-    large = photo.resize((320, 212))
+def glow(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A x1.8 blow-out: 16% of the photo clips to white in full; acceptable at half strength."""
+    return image.convert("RGB").point(lambda v: min(255, round(v * 1.8)))
+
+
+@pytest.fixture
+def sharp() -> PIL.Image.Image:
+    """chelsea at 320 px: enough detail that a blur is plainly a loss."""
+    return PIL.Image.fromarray(photo_array("chelsea", 320))
+
+
+def test_the_judge_drops_a_step_that_only_harms_and_says_so(sharp) -> None:
+    large = sharp
     steps = [code_plugin("soften", blur), code_plugin("warm", warmer)]
-    result = Executor(DiffusionSettings(quality_check=True)).run(large, steps)
+    result = Executor().run(large, steps)  # judged by default
     assert result.order == [1] and result.skipped == [0]
-    assert "trying it after step 2" in result.notes[0] and "skipped" in result.notes[1]
-    assert "sharpness" in result.notes[0]
-    assert [c["step"] for c in result.checks] == [0, 1, 0] and [c["worse"] for c in result.checks] == [True,
-                                                                                                     False, True]
+    dropped = result.outcomes[0]
+    assert dropped.plugin is None and [(t.mix, t.verdict) for t in dropped.tries] == [(1.0, "worse"), (0.5, "worse"),
+                                                                                      (0.25, "worse")]
+    assert "sharpness fell" in dropped.tries[0].reasons[0]
+    assert result.notes[0].startswith("soften skipped: every try made the photo worse (test/soften: worse")
     assert np.array_equal(pixels(result.image), pixels(warmer(large)))
-    no_retries = Executor(DiffusionSettings(quality_check=True, max_extra_calls=0)).run(large, steps)
-    assert len(no_retries.checks) == 2 and no_retries.order == [1]
-    unchecked = Executor().run(large, steps)
-    assert unchecked.order == [0, 1] and not unchecked.checks
-    assert np.array_equal(pixels(unchecked.image), pixels(warmer(blur(large))))
+    unjudged = Executor(DiffusionSettings(judge=False)).run(large, steps)
+    assert unjudged.order == [0, 1] and not unjudged.outcomes
+    assert np.array_equal(pixels(unjudged.image), pixels(warmer(blur(large))))
 
 
-@pytest.mark.parametrize("quality_check", [False, True])
-def test_a_plugin_that_cannot_help_leaves_the_photo_as_it_was_and_says_why(photo, quality_check: bool) -> None:
+def test_a_step_too_strong_in_full_is_kept_milder(sharp) -> None:
+    large = sharp
+    result = Executor().run(large, [code_plugin("glow", glow)])
+    assert [(t.mix, t.verdict) for t in result.outcomes[0].tries] == [(1.0, "worse"), (0.5, "kept")]
+    assert "clipped fraction rose" in result.outcomes[0].tries[0].reasons[0]
+    assert result.notes == ["glow: kept test/glow at 50% (test/glow: worse; test/glow at 50%: kept)"]
+    assert np.array_equal(pixels(result.image), pixels(PIL.Image.blend(large, glow(large), 0.5)))
+    replayed = Executor(DiffusionSettings(judge=False)).run(large, [code_plugin("glow", glow)], mixes=[0.5])
+    assert np.array_equal(pixels(replayed.image), pixels(result.image))  # a saved mix replays as it ran
+
+
+def test_other_plugins_for_the_task_are_tried_and_the_best_is_kept(sharp) -> None:
+    from assistant.executor import Alternative
+    from plugins.builtin.dehaze import dehaze
+    from plugins.data.degradations import degrade
+
+    hazy = degrade(sharp, ["haze"], seed=1)
+    harmful = code_plugin("dehaze", blur)
+    gentle, full = code_plugin("dehaze", lambda im: dehaze(im, strength=0.3)), code_plugin("dehaze", dehaze)
+    offered = {"acme/gentle": gentle, "acme/full": full}
+
+    def alternatives(index: int) -> list[Alternative]:
+        return [Alternative(name, lambda plugin=plugin: plugin) for name, plugin in offered.items()]
+
+    first_fine = Executor().run(hazy, [harmful], names=["acme/blur"], alternatives=alternatives)
+    tried = [(t.plugin, t.verdict) for t in first_fine.outcomes[0].tries]
+    assert tried[:3] == [("acme/blur", "worse")] * 3 and tried[3][0] == "acme/gentle"
+    assert first_fine.outcomes[0].plugin == "acme/gentle" and len({t.plugin for t in first_fine.outcomes[0].tries}) == 2
+    best_of_all = Executor(DiffusionSettings(explore=3)).run(hazy, [harmful], names=["acme/blur"],
+                                                            alternatives=alternatives)
+    tries = [t for t in best_of_all.outcomes[0].tries if t.verdict in ("kept", "ok")]
+    assert {t.plugin for t in tries} == {"acme/gentle", "acme/full"}
+    kept = next(t for t in tries if t.verdict == "kept")
+    assert kept.better == max(t.better for t in tries)
+
+
+@pytest.mark.parametrize("judge", [False, True])
+def test_a_plugin_that_cannot_help_leaves_the_photo_as_it_was_and_says_why(photo, judge: bool) -> None:
     def refuses(image: PIL.Image.Image) -> PIL.Image.Image:
         raise CannotHelp("no streaks in this photo")
 
     steps = [code_plugin("derain", refuses), code_plugin("warm", warmer)]
-    result = Executor(DiffusionSettings(quality_check=quality_check)).run(photo, steps)
+    result = Executor(DiffusionSettings(judge=judge)).run(photo, steps)
     assert np.array_equal(pixels(result.image), pixels(warmer(photo)))  # the next step ran on the untouched photo
     assert result.notes[0] == "derain skipped: test/derain left the photo as it was (no streaks in this photo)"
 
 
-def test_quality_check_keeps_steps_that_do_no_harm(photo) -> None:
+def test_the_judge_keeps_harmless_steps_quietly(photo) -> None:
     large = photo.resize((320, 212))
-    result = Executor(DiffusionSettings(quality_check=True)).run(large, [code_plugin("warm", warmer)] * 2)
-    assert result.order == [0, 1] and not result.notes and len(result.checks) == 2
+    result = Executor().run(large, [code_plugin("warm", warmer)] * 2)
+    assert result.order == [0, 1] and not result.notes
+    assert [t.verdict for o in result.outcomes for t in o.tries] == ["kept", "kept"]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3)])
+def test_a_photo_the_judge_cannot_measure_keeps_its_steps_with_a_note(size: tuple[int, int]) -> None:
+    tiny = PIL.Image.new("RGB", size, (120, 80, 40))
+    result = Executor().run(tiny, [code_plugin("warm", warmer)])
+    assert result.order == [0] and np.array_equal(pixels(result.image), pixels(warmer(tiny)))
+    assert result.notes == ["warm: the judge could not measure this photo, so the step was kept unjudged"]
 
 
 def test_plugin_folders_are_cached_until_their_files_change(tiny_pipe, make_plugin, tmp_path: Path) -> None:
@@ -193,15 +249,15 @@ def test_compile_needs_cuda(tiny_base_dir: Path) -> None:
 
 def test_checked_diffusion_steps_still_run_as_one_chain(tiny_pipe, make_plugin, photo, monkeypatch) -> None:
     """Judged harmless, later diffusion steps continue the chain: chain steps, the chain input's CLIP tokens."""
-    import assistant.quality as quality
+    import assistant.judge as judge
 
-    monkeypatch.setattr(quality, "judge", lambda before, after, task: quality.Verdict(False, [], before, after))
+    monkeypatch.setattr(judge, "assess", lambda before, after, task: judge.Assessment(False, 0.9, []))
     clip_inputs: list[np.ndarray] = []
     real = tiny_pipe.encode_clip_tokens
     monkeypatch.setattr(tiny_pipe, "encode_clip_tokens", lambda image: clip_inputs.append(pixels(image)) or real(image))
     events: list[ProgressEvent] = []
     chain = [make_plugin("derain"), make_plugin("dehaze", seed=2)]
-    result = executor_on(tiny_pipe, quality_check=True).run(photo, chain, progress=events.append)
-    assert result.order == [0, 1] and len(result.checks) == 2
+    result = executor_on(tiny_pipe, judge=True).run(photo, chain, progress=events.append)
+    assert result.order == [0, 1] and len(result.outcomes) == 2
     assert [e.denoise_total for e in events if e.kind == "denoise" and e.denoise == 1] == [4, 2]
     assert len(clip_inputs) == 2 and all(np.array_equal(seen, pixels(photo)) for seen in clip_inputs)

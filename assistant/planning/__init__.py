@@ -29,7 +29,8 @@ def load_planner(registry: str | Path | None = None, llm: str | None = None) -> 
 
 def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None, cancel: Any = None) -> Any:
     """Run `plan` on `image` through `executor` (an `assistant.executor.RunResult` comes back). Records in the
-    plan diffplugin's and the plugins' versions and, when the quality check changed it, the steps as they ran."""
+    plan diffplugin's and the plugins' versions and, when the judge was on, what it tried for each step and what
+    was kept: the plan then holds the steps as they ran (another plugin or a milder mix, dropped steps gone)."""
     from assistant import __version__
     from assistant.executor import ExecutorError
 
@@ -40,9 +41,51 @@ def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any
     for step, plugin in zip(plan.steps, loaded, strict=True):
         manifest = getattr(plugin, "manifest", None)
         plan.versions[step.plugin] = manifest.version if manifest else "folder"
-    result = executor.run(image, loaded, [step.params for step in plan.steps], progress=progress, cancel=cancel)
+    result = executor.run(image, loaded, [step.params for step in plan.steps], progress=progress, cancel=cancel,
+                          mixes=[step.mix for step in plan.steps], names=[step.plugin for step in plan.steps],
+                          alternatives=_alternatives(plan, registry, executor))
     plan.notes.extend(result.notes)
-    if result.order != list(range(len(plan.steps))):
-        plan.steps = [plan.steps[i] for i in result.order]
-        plan.order = "quality-check"
+    if result.outcomes:
+        plan.steps = _as_ran(plan, result.outcomes, registry)
     return result
+
+
+def _alternatives(plan: Plan, registry: Any, executor: Any) -> Any:
+    """For step i: the other enabled plugins for its task that can run here (built-in, diffusion with weights,
+    community), loaded only when the judge tries them."""
+    from assistant.executor import Alternative
+    from registry.errors import RegistryError
+    from registry.runtime import runnable_status
+
+    def others(index: int) -> list[Alternative]:
+        step = plan.steps[index]
+        found = []
+        for status in registry.plugins():
+            if status.id == step.plugin or step.task not in status.manifest.tasks:
+                continue
+            try:
+                runnable_status(registry, status.id)
+            except RegistryError:  # disabled, untrusted or without weights: not an alternative here
+                continue
+            found.append(Alternative(status.id, lambda plugin_id=status.id: executor.load(plugin_id, registry)))
+        return found
+
+    return others
+
+
+def _as_ran(plan: Plan, outcomes: list[Any], registry: Any) -> list[Step]:
+    from assistant.planning.plan import Try
+
+    steps = []
+    for outcome in outcomes:
+        step = plan.steps[outcome.index].model_copy()
+        step.tries = [Try(**t.to_json()) for t in outcome.tries]
+        if outcome.plugin is None:
+            plan.dropped.append(step)
+            continue
+        if outcome.plugin != step.plugin:  # another plugin for the task: its own defaults, not the first one's
+            step.plugin, step.params = outcome.plugin, {}
+            plan.versions[outcome.plugin] = registry.get(outcome.plugin).active.version
+        step.mix = outcome.mix
+        steps.append(step)
+    return steps

@@ -22,12 +22,26 @@ class PlanError(ValueError):
     """A plan file that cannot be read or does not describe a plan; the message names the file and field."""
 
 
+class Try(BaseModel):
+    """Something the judge looked at for a step when the plan ran."""
+
+    plugin: str
+    mix: float = Field(1.0, gt=0, le=1)
+    verdict: Literal["kept", "ok", "worse", "cannot help", "could not load"]
+    better: float | None = Field(None, ge=0, le=1, description="The judge's calibrated chance that it helped.")
+    reasons: list[str] = Field(default_factory=list)
+
+
 class Step(BaseModel):
     plugin: str = Field(description="Registered plugin id, e.g. diffplugin/dehaze-classic.")
     task: str = Field(description="The task this step does, e.g. dehaze.")
     params: dict[str, Any] = Field(default_factory=dict, description="Options passed to the plugin.")
+    mix: float = Field(1.0, gt=0, le=1, description="How much of the plugin's output is kept: 1 all of it, 0.5 "
+                                                    "half-way between the step's input and its output.")
     reason: str = Field("", description="Why this step is here, in words.")
     confidence: float | None = Field(None, ge=0, le=1, description="How sure the planner was that it is wanted.")
+    tries: list[Try] = Field(default_factory=list, description="What the judge tried when the plan ran, and what "
+                                                               "it kept (a replay runs what was kept).")
 
 
 class Plan(BaseModel):
@@ -36,11 +50,13 @@ class Plan(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     source: Source = "planner"
     order: Literal["user", "policy", "single", "none", "quality-check"] = Field(
-        "policy", description="Where the order came from: the user's words, the order policy, only one step, or "
-                              "the quality check, which changed or dropped steps when the plan ran.")
+        "policy", description="Where the order came from: the user's words, the order policy, or only one step "
+                              "('quality-check': reordered by an older version's quality check).")
     policy_version: str | None = None
     notes: list[str] = Field(default_factory=list, description="What the user should know (low confidence, "
                                                                "fallbacks, missing weights).")
+    dropped: list[Step] = Field(default_factory=list, description="Steps the judge dropped when the plan ran "
+                                                                  "(every try made the photo worse), with the tries.")
     versions: dict[str, str] = Field(default_factory=dict, description="diffplugin's and each plugin's version, "
                                                                        "recorded when the plan runs.")
 

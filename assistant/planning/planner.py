@@ -68,10 +68,15 @@ class Planner:
         if not findings:
             notes.append("you named no task and the photo shows no degradation the detector knows")
             return Plan(request=request, steps=[], source="detector", order="none", notes=notes)
-        order, reasons = self.policy.order([f.task for f in findings])
+        # Findings no restoration task covers (JPEG blocks) get no step, only an honest note.
+        for finding in findings:
+            if not finding.covered:
+                notes.append(self._uncovered_note(finding))
+        covered = [f for f in findings if f.covered]
+        order, reasons = self.policy.order([f.task for f in covered])
         steps = []
         for task in order:
-            finding = next(f for f in findings if f.task == task)
+            finding = next(f for f in covered if f.task == task)
             plugin, note = choose_plugin(self.registry, task, None)
             if plugin is None:
                 notes.append(f"the photo looks like it needs {task}, but no enabled plugin does it")
@@ -81,8 +86,30 @@ class Planner:
             reason = f"detected: {finding.evidence}" + (f"; {reasons[task]}" if reasons.get(task) else "")
             steps.append(Step(plugin=plugin, task=task, reason=reason, confidence=round(finding.confidence, 4)))
         notes.append("you named no task: the steps come from what the detector measured in the photo")
-        return Plan(request=request, steps=steps, source="detector", order="policy" if len(steps) > 1 else "single",
+        return Plan(request=request, steps=steps, source="detector",
+                    order="none" if not steps else "policy" if len(steps) > 1 else "single",
                     policy_version=self.policy.version, notes=notes)
+
+    def _uncovered_note(self, finding: Any) -> str:
+        """'I see JPEG compression blocks; no installed plugin removes them', plus what the registry's search
+        suggests for it (the search may load an embedding model, so it runs only for such findings)."""
+        from assistant.detector import UNCOVERED
+
+        wording = UNCOVERED.get(finding.task, {"seen": finding.task, "verb": "handles it", "search": finding.task})
+        note = f"I see {wording['seen']}; no installed plugin {wording['verb']} (measured: {finding.evidence})"
+        try:
+            hits = self.registry.search(wording["search"], limit=3)
+        except Exception:  # no index, no embedding model: the note stands without suggestions
+            hits = []
+        # A plugin is a candidate when it names the task or its text matches the request well (cosine >= 0.5).
+        candidates = [hit.id for hit in hits if finding.task in hit.tasks or hit.score >= _SEARCH_MATCH]
+        if candidates:
+            note += f"; plugins that might: {', '.join(candidates)}"
+        return note
+
+
+#: Search score (cosine similarity) from which a plugin is offered for a finding no installed plugin covers.
+_SEARCH_MATCH = 0.5
 
 
 def choose_plugin(registry: Any, task: str, suggested: str | None) -> tuple[str | None, str | None]:

@@ -1,0 +1,129 @@
+"""The judge: clear synthetic cases it must get right, photos it cannot measure, and the judged edit on the real
+degraded photos in tests/data/real-photos (from other projects): a step is kept only when the judge does not
+find it worse, a dropped step leaves the photo exactly as it was, and right edits are not all thrown away."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageFilter
+import pytest
+
+from assistant.executor import Executor
+from assistant.judge import CALIBRATION_PATH, FEATURE_NAMES, assess, calibration, look
+from plugins.builtin.dehaze import dehaze
+from plugins.builtin.denoise import denoise
+from plugins.builtin.derain import derain
+from plugins.data.degradations import degrade
+from registry.runtime import load_plugin
+from registry.store import Registry
+from tests.conftest import photo_array
+
+REAL = Path(__file__).parent / "data" / "real-photos"
+KEPT_AT_LEAST = 11
+TASK_OF_LABEL = {"haze": "dehaze", "rain": "derain", "raindrops": "derain", "lowlight": "lowlight",
+                 "noise": "denoise", "blur": "deblur", "snow": "desnow"}
+# The built-in each task runs (the judge's alternatives come from the registry; here there is one per task).
+BUILTIN = {"dehaze": "diffplugin/dehaze-classic", "derain": "diffplugin/derain-classic",
+           "lowlight": "diffplugin/lowlight-classic", "denoise": "diffplugin/denoise",
+           "deblur": "diffplugin/deblur-classic", "desnow": "diffplugin/desnow-classic"}
+
+
+def test_the_shipped_calibration_covers_every_restoration_task_with_these_features() -> None:
+    stored = json.loads(CALIBRATION_PATH.read_text())
+    assert stored["features"] == [*FEATURE_NAMES, "mean_abs_change"]
+    assert set(calibration()) == {"dehaze", "lowlight", "deblur", "derain", "desnow", "denoise", "demoire",
+                                  "highlight"}
+    width = 2 * len(FEATURE_NAMES) + 1  # the change, the input's own values, the mean absolute change
+    assert all(len(model["weights"]) == width + 1 for model in calibration().values())
+
+
+@pytest.fixture(scope="module")
+def clean() -> PIL.Image.Image:
+    return PIL.Image.fromarray(photo_array("rocket", 320))  # not a calibration photo
+
+
+def test_restoring_the_degradation_is_better_and_doing_it_to_a_clean_photo_is_worse(clean) -> None:
+    hazy = degrade(clean, ["haze"], seed=4)
+    assert not assess(look(hazy), look(dehaze(hazy)), "dehaze").worse
+    assert assess(look(clean), look(dehaze(clean)), "dehaze").worse
+    noisy = degrade(clean, ["noise"], seed=4)
+    assert not assess(look(noisy), look(denoise(noisy)), "denoise").worse
+
+
+def test_gross_damage_is_worse_whatever_the_model_says(clean) -> None:
+    blurred = clean.filter(PIL.ImageFilter.GaussianBlur(4))
+    verdict = assess(look(clean), look(blurred), "dehaze")
+    assert verdict.worse and verdict.better is not None and "sharpness fell" in verdict.reasons[0]
+    crushed = assess(look(clean), look(clean.point(lambda v: min(255, v * 3))), "dehaze")
+    assert crushed.worse and any("clipped" in reason for reason in crushed.reasons)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 40)])
+def test_a_photo_it_cannot_measure_is_never_judged_worse(size: tuple[int, int]) -> None:
+    tiny = PIL.Image.new("RGB", size, (10, 20, 30))
+    verdict = assess(look(tiny), look(tiny.point(lambda v: 255 - v)), "dehaze")
+    assert not verdict.worse and verdict.better is None and "could not measure" in verdict.reasons[0]
+
+
+def real_cases() -> list[tuple[str, str]]:
+    """Each real photo with the task its label asks for, and derain on every photo (the request a user made of
+    a heavy-rain street photo, where the old derain painted blobs)."""
+    rows = list(csv.DictReader((REAL / "labels.csv").open()))
+    cases = [(r["file"], TASK_OF_LABEL[r["degradations"]]) for r in rows if r["degradations"] in TASK_OF_LABEL]
+    return cases + [(r["file"], "derain") for r in rows if TASK_OF_LABEL.get(r["degradations"]) != "derain"]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return Registry(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.mark.parametrize(("file", "task"), real_cases())
+def test_on_real_photos_a_step_is_kept_only_when_not_judged_worse(file: str, task: str, registry) -> None:
+    photo = PIL.Image.open(REAL / file).convert("RGB")
+    result = Executor().run(photo, [load_plugin(registry, BUILTIN[task])])
+    outcome = result.outcomes[0]
+    if outcome.plugin is None:
+        assert np.array_equal(np.asarray(result.image), np.asarray(photo))  # dropped: the photo as it was
+        assert result.notes and result.notes[-1].startswith(f"{task} skipped")
+    else:
+        kept = [t for t in outcome.tries if t.verdict == "kept"]
+        assert len(kept) == 1 and kept[0].better is not None and kept[0].better >= 0.5 and not kept[0].reasons
+        assert not assess(look(photo), look(result.image), task).worse
+
+
+def test_right_edits_on_real_photos_are_mostly_kept(registry) -> None:
+    """The judge must not make the assistant useless: of the 16 photos whose label names a task, the built-in's
+    edit (possibly milder) was kept on 12 when this was written (derain-classic was dropped on three real rain
+    photos, where it smears detail, and refused the heavy-rain one); fewer than KEPT_AT_LEAST fails."""
+    kept = []
+    for file, task in real_cases():
+        if task == "derain" and TASK_OF_LABEL.get(_label(file)) != "derain":
+            continue
+        photo = PIL.Image.open(REAL / file).convert("RGB")
+        kept.append(Executor().run(photo, [load_plugin(registry, BUILTIN[task])]).outcomes[0].plugin is not None)
+    assert len(kept) == 16 and sum(kept) >= KEPT_AT_LEAST, kept
+
+
+def test_derain_on_a_rainless_photo_is_dropped_and_heavy_rain_is_left_alone(registry) -> None:
+    for file in ("daclip_179.png", "instructir_car.png"):  # a night shot, and the heavy-rain street photo
+        photo = PIL.Image.open(REAL / file).convert("RGB")
+        result = Executor().run(photo, [load_plugin(registry, "diffplugin/derain-classic")])
+        assert result.order == [] and np.array_equal(np.asarray(result.image), np.asarray(photo))
+
+
+def _label(file: str) -> str:
+    rows = {r["file"]: r["degradations"] for r in csv.DictReader((REAL / "labels.csv").open())}
+    return rows[file]
+
+
+def test_derain_itself_still_removes_synthetic_rain() -> None:
+    """On chelsea (PSNR 18 -> 26 dB in docs/builtin-plugins.md's setting) the judge keeps derain's work; on the
+    rocket the same plugin takes 44% of the contrast with the streaks, and the damage check objects."""
+    rainy = degrade(PIL.Image.fromarray(photo_array("chelsea", 320)), ["rain"], seed=4)
+    assert not assess(look(rainy), look(derain(rainy)), "derain").worse
