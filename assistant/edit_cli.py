@@ -143,7 +143,8 @@ def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, 
     result = run_plan(plan, image, store, executor, progress(source.name, len(plan.steps)))
     save_result(result.image, target, plan)
     return {"input": str(source), "output": str(target), "plan": str(sidecar(target)), "notes": result.notes,
-            "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix, "tries": [t.to_json() for t in o.tries]}
+            "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix,
+                        "tries": [t.model_dump(mode="json", exclude_none=True) for t in o.tries]}
                        for o in result.outcomes]}
 
 

@@ -11,13 +11,14 @@ denoising steps with `Cancelled`, before anything is returned (callers write res
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import PIL.Image
 
+from assistant.planning.plan import Try
 from assistant.plugin_cache import PluginCache, cache_key, folder_key
 
 
@@ -64,26 +65,6 @@ class DiffusionSettings:
     judge: bool = True  # judge every step; try milder or other plugins when it made the photo worse, else drop it
     explore: int = 1  # plugins tried per step even when the first one is fine (the best is kept)
     compile: bool = False  # CUDA: denoiser calls as a compiled CUDA graph (a minute to compile, ~3x faster after)
-
-
-@dataclass(frozen=True)
-class Try:
-    """One thing the judge looked at for a step: a plugin's output at `mix` (1: as it came; 0.5: half-way
-    between the step's input and that output) and what it made of it."""
-
-    plugin: str
-    mix: float
-    verdict: Literal["kept", "ok", "worse", "cannot help", "could not load"]
-    better: float | None = None  # the judge's calibrated chance that this helped
-    reasons: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"plugin": self.plugin, "mix": self.mix, "verdict": self.verdict}
-        if self.better is not None:
-            data["better"] = round(self.better, 3)
-        if self.reasons:
-            data["reasons"] = list(self.reasons)
-        return data
 
 
 @dataclass(frozen=True)
@@ -287,8 +268,9 @@ class _Run:
         for index, planned in enumerate(steps):
             name, task = planned.name, describe(planned.plugin)[1]
             first = Alternative(name, lambda planned=planned: planned.plugin)
-            others = alternatives(index) if alternatives is not None else []
-            kept, tries = self._judge_step(current, chain_start, index, task, planned, [first, *others])
+            # The registry is asked for other plugins only when the first one is not enough.
+            others = (lambda index=index: alternatives(index)) if alternatives is not None else list
+            kept, tries = self._judge_step(current, chain_start, index, task, planned, first, others)
             if kept is None:
                 outcomes.append(StepOutcome(index, None, planned.mix, tuple(tries)))
                 if any(t.verdict == "worse" for t in tries):
@@ -298,7 +280,7 @@ class _Run:
                                                                  for t in tries))
                 continue
             seen, plugin, kept_try = kept
-            tries = [replace(t, verdict="kept") if t is kept_try else t for t in tries]
+            tries = [t.model_copy(update={"verdict": "kept"}) if t is kept_try else t for t in tries]
             outcomes.append(StepOutcome(index, kept_try.plugin, kept_try.mix, tuple(tries)))
             order.append(index)
             if kept_try.plugin != name or kept_try.mix != planned.mix:
@@ -311,7 +293,8 @@ class _Run:
         return RunResult(current.image, order, len(steps), outcomes, notes)
 
     def _judge_step(self, current: Any, chain_start: PIL.Image.Image | None, index: int, task: str,
-                    planned: Planned, candidates: list[Alternative]) -> tuple[tuple[Any, Any, Try] | None, list[Try]]:
+                    planned: Planned, first: Alternative, others: Callable[[], list[Alternative]],
+                    ) -> tuple[tuple[Any, Any, Try] | None, list[Try]]:
         from assistant.judge import assess, look
         from registry.errors import CannotHelp, RegistryError
 
@@ -319,13 +302,13 @@ class _Run:
         tries: list[Try] = []
         best: tuple[float, tuple[Any, Any, Try]] | None = None
         plugins_run = 0
-        for candidate in candidates:
+        for candidate in _then(first, others):
             if plugins_run >= explore and best is not None:
                 break
             try:
                 plugin = candidate.load()
             except (RegistryError, ExecutorError) as err:
-                tries.append(Try(candidate.name, 1.0, "could not load", reasons=(str(err),)))
+                tries.append(Try(plugin=candidate.name, verdict="could not load", reasons=[str(err)]))
                 continue
             plugins_run += 1
             code = is_code_plugin(plugin)
@@ -334,20 +317,23 @@ class _Run:
                 out = self.step(current.image, [(plugin, options)], index, clip_image=None if code else chain_start,
                                 continuing=not code and chain_start is not None)
             except CannotHelp as why:
-                tries.append(Try(candidate.name, planned.mix, "cannot help", reasons=(str(why),)))
+                tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help", reasons=[str(why)]))
                 continue
             mixes = [planned.mix, planned.mix / 2, planned.mix / 4] if out.size == current.image.size else [1.0]
             for mix in mixes:
                 seen = look(blend(current.image, out, mix))
                 verdict = assess(current, seen, task)
-                attempt = Try(candidate.name, mix, "worse" if verdict.worse else "ok", verdict.better,
-                              tuple(verdict.reasons))
+                attempt = Try(plugin=candidate.name, mix=mix, verdict="worse" if verdict.worse else "ok",
+                              better=None if verdict.better is None else round(verdict.better, 3),
+                              reasons=verdict.reasons)
                 tries.append(attempt)
                 self.emit("check", index, f"{candidate.name}{_at(mix)}: {attempt.verdict}")
                 if not verdict.worse:
                     if best is None or verdict.score > best[0]:
                         best = (verdict.score, (seen, plugin, attempt))
                     break
+            if plugins_run >= explore and best is not None:  # before the next candidate is even looked up
+                break
         return (best[1] if best else None), tries
 
 
@@ -374,6 +360,12 @@ def describe(plugin: Any) -> tuple[str, str]:
         return plugin.manifest.id, plugin.manifest.tasks[0]
     manifest = getattr(plugin, "manifest", None)
     return (manifest.id if manifest is not None else plugin.task), plugin.task
+
+
+def _then(first: Alternative, others: Callable[[], list[Alternative]]) -> Iterator[Alternative]:
+    """`first`, then `others()`, which is called only if the caller asks for a second candidate."""
+    yield first
+    yield from others()
 
 
 def _at(mix: float) -> str:

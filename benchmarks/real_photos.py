@@ -47,7 +47,8 @@ def harm(result: RunResult | None) -> int:
     """Kept tries that the judge found worse (the executor must never keep one)."""
     if result is None:
         return 0
-    return sum(t.verdict == "kept" and bool(t.reasons) and (t.better or 1.0) < 0.5
+    # A kept try has a calibrated chance under 50% or a damage reason only if the loop kept a worse result.
+    return sum(t.verdict == "kept" and t.better is not None and (t.better < 0.5 or bool(t.reasons))
                for o in result.outcomes for t in o.tries)
 
 

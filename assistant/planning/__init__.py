@@ -74,12 +74,10 @@ def _alternatives(plan: Plan, registry: Any, executor: Any) -> Any:
 
 
 def _as_ran(plan: Plan, outcomes: list[Any], registry: Any) -> list[Step]:
-    from assistant.planning.plan import Try
-
     steps = []
     for outcome in outcomes:
         step = plan.steps[outcome.index].model_copy()
-        step.tries = [Try(**t.to_json()) for t in outcome.tries]
+        step.tries = list(outcome.tries)
         if outcome.plugin is None:
             plan.dropped.append(step)
             continue

@@ -15,6 +15,7 @@ from typing import Any
 from assistant.planning.plan import Plan, Step
 from assistant.planning.policy import OrderPolicy, user_order
 from assistant.selector.clauses import joined_clauses
+from registry.errors import RegistryError
 
 #: Below this selector confidence, a step is kept but the user is told it is a guess.
 LOW_CONFIDENCE = 0.6
@@ -99,7 +100,7 @@ class Planner:
         note = f"I see {wording['seen']}; no installed plugin {wording['verb']} (measured: {finding.evidence})"
         try:
             hits = self.registry.search(wording["search"], limit=3)
-        except Exception:  # no index, no embedding model: the note stands without suggestions
+        except (RegistryError, OSError, ValueError, ImportError):  # no index or model: the note stands alone
             hits = []
         # A plugin is a candidate when it names the task or its text matches the request well (cosine >= 0.5).
         candidates = [hit.id for hit in hits if finding.task in hit.tasks or hit.score >= _SEARCH_MATCH]
