@@ -128,6 +128,7 @@ FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
     ),
     "deblur": (
         FeatureSpec("edge_width_ratio_min", None, "edge steepness at full / half resolution (weakest direction)"),
+        FeatureSpec("tile_sharpness", None, "edge steepness at full / half resolution in the sharpest tiles"),
         FeatureSpec("edge_width_ratio_max", None, "edge steepness at full / half resolution (strongest direction)"),
         FeatureSpec("edge_slope_min", 1e-3, "edge steepness (weakest direction)", "{:.3f}"),
         _NOISE,
@@ -142,6 +143,7 @@ FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
         FeatureSpec("stroke_density", 0.5, "parallel near-vertical bright strokes per 10k px", "{:.1f}"),
         FeatureSpec("stroke_alignment", None, "alignment of the bright strokes"),
         FeatureSpec("streak_coherence", None, "near-vertical bright streak coherence"),
+        FeatureSpec("streak_line_excess", 0.2, "near-vertical thin bright line excess", "{:.2f}/255"),
         FeatureSpec("drop_count", 1.0, "round soft bright patches (drops)", "{:.0f}"),
         FeatureSpec("blob_density", 0.5, "small bright blobs per 10k px", "{:.1f}"),
     ),
@@ -300,6 +302,9 @@ def _sharpness(luma: np.ndarray) -> dict[str, float]:
     gx = cv2.Sobel(smooth, -1, 1, 0) / 8.0
     low, high = np.percentile(luma[::2, ::2], (1, 99))
     contrast = max(float(high - low), 0.05)
+    half = cv2.resize(luma, (max(1, luma.shape[1] // 2), max(1, luma.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    half = cv2.GaussianBlur(half, (0, 0), 0.7)
+    tile_sharpness = _tile_sharpness(gx, gy, half)
     # Motion blur smears edges along one direction only, so look at the steepest edges per direction and keep
     # the weakest direction: a sharp photo is steep in all of them. A subsample keeps the percentiles cheap.
     gx, gy = gx[::2, ::2].ravel(), gy[::2, ::2].ravel()
@@ -310,20 +315,49 @@ def _sharpness(luma: np.ndarray) -> dict[str, float]:
     # Edge width without a contrast scale: the steepest edges at full and at half resolution. A sharp step is
     # as steep per pixel at both (ratio about 1); an edge blurred over w pixels is twice as steep per pixel at
     # half resolution (ratio towards 0.5). The weakest direction catches motion blur.
-    half = cv2.resize(luma, (max(1, luma.shape[1] // 2), max(1, luma.shape[0] // 2)), interpolation=cv2.INTER_AREA)
-    half = cv2.GaussianBlur(half, (0, 0), 0.7)
     hy, hx = (cv2.Sobel(half, -1, 0, 1) / 8.0).ravel(), (cv2.Sobel(half, -1, 1, 0) / 8.0).ravel()
     ratios = []
     for angle, fine in zip(np.linspace(0.0, np.pi, 8, endpoint=False), slopes, strict=True):
         coarse = float(np.percentile(np.abs(np.cos(angle) * hx + np.sin(angle) * hy), 99.5)) / contrast
         ratios.append(fine / max(coarse, 1e-4))
     return {
+        "tile_sharpness": tile_sharpness,
         "edge_slope_min": min(slopes),
         "edge_slope_max": max(slopes),
         "edge_width_ratio_min": min(ratios),
         "edge_width_ratio_max": max(ratios),
         "laplacian_var": float(cv2.Laplacian(luma, -1).var()),
     }
+
+
+def _tile_sharpness(gx: np.ndarray, gy: np.ndarray, half: np.ndarray, tile: int = 16) -> float:
+    """Edge width per tile: the 90th percentile, over tiles with some contrast, of each tile's steepest edge at
+    full resolution over the same at half resolution (weakest of 4 directions).
+
+    `gx`, `gy` are the full-resolution derivatives, `half` the pre-blurred half-resolution luminance (one tile
+    is `tile` px there and twice that at full resolution). Camera shake blurs every part of the frame, so even the
+    sharpest tiles are soft; a sharp photo whose strongest edges happen to be soft (a cast shadow, a plain wall)
+    still has sharp texture somewhere, and a shallow depth of field keeps its subject sharp.
+    """
+    hy, hx = cv2.Sobel(half, -1, 0, 1) / 8.0, cv2.Sobel(half, -1, 1, 0) / 8.0
+    rows = min(gx.shape[0] // 2, hx.shape[0]) // tile
+    cols = min(gx.shape[1] // 2, hx.shape[1]) // tile
+    if rows * cols < 4:
+        return 1.0
+    ratios, contrast = [], []
+    big = 2 * tile
+    for angle in np.linspace(0.0, np.pi, 4, endpoint=False):
+        fine = np.abs(np.cos(angle) * gx + np.sin(angle) * gy)[: rows * big, : cols * big]
+        coarse = np.abs(np.cos(angle) * hx + np.sin(angle) * hy)[: rows * tile, : cols * tile]
+        fine_max = fine.reshape(rows, big, cols, big).max(axis=(1, 3))
+        coarse_max = coarse.reshape(rows, tile, cols, tile).max(axis=(1, 3))
+        ratios.append(fine_max / np.maximum(coarse_max, 1e-4))
+        contrast.append(coarse_max)
+    ratio, steep = np.min(ratios, axis=0), np.min(contrast, axis=0)
+    textured = steep > 0.02  # a step of about 5/255 per pixel at half resolution
+    if textured.sum() < 4:
+        return 1.0
+    return float(np.percentile(ratio[textured], 90))
 
 
 def _blockiness(native_luma: np.ndarray) -> dict[str, float]:
@@ -393,6 +427,16 @@ def _aligned_strokes(mask: np.ndarray) -> tuple[float, float]:
     return float(aligned.sum()), float(abs(resultant))
 
 
+@lru_cache(maxsize=64)
+def _line(length: int, angle: float) -> np.ndarray:
+    """A one-pixel line structuring element `length` px long, `angle` radians from vertical."""
+    kernel = np.zeros((length, length), dtype=np.uint8)
+    centre = (length - 1) / 2
+    for t in np.linspace(-centre, centre, 2 * length):
+        kernel[round(centre + t * math.cos(angle)), round(centre + t * math.sin(angle))] = 1
+    return kernel
+
+
 def _grid_coverage(rows: np.ndarray, shape: tuple[int, ...]) -> float:
     """Share of an 8x8 grid's cells holding at least one of the components: snow and rain cover the frame."""
     if len(rows) == 0:
@@ -425,6 +469,16 @@ def _bright_details(rgb: np.ndarray, luma: np.ndarray, noise_sigma: float) -> di
         vertical = min(1.0, max(0.0, (50.0 - abs(math.degrees(angle))) / 20.0))
         if coherence * vertical >= best_coherence:
             best_coherence, best_angle = coherence * vertical, angle
+
+    # Rain as straight lines: what of the thin top-hat survives an opening with a line a few percent of the frame
+    # long at a near-vertical angle, minus what survives the same line turned 90 degrees (texture and noise
+    # survive both about equally; faint thin streaks over busy texture survive only along the rain).
+    line_excess = 0.0
+    length = _scaled(21, luma.shape, minimum=5)
+    for degrees in range(-36, 37, 12):
+        along = cv2.morphologyEx(thin, cv2.MORPH_OPEN, _line(length, math.radians(degrees)))
+        across = cv2.morphologyEx(thin, cv2.MORPH_OPEN, _line(length, math.radians(degrees + 90)))
+        line_excess = max(line_excess, float(along.mean() - across.mean()) * 255.0)
 
     # Rain as separate strokes: threshold each streak map, and among its pieces count the elongated ones that
     # share the dominant orientation near vertical. Rain gives dozens of parallel short strokes; a building
@@ -467,6 +521,7 @@ def _bright_details(rgb: np.ndarray, luma: np.ndarray, noise_sigma: float) -> di
         "streak_energy": energy,
         "streak_coherence": best_coherence,
         "streak_tilt": abs(math.degrees(best_angle)),
+        "streak_line_excess": line_excess,
         "stroke_density": strokes,
         "stroke_alignment": alignment,
         "blob_density": density,

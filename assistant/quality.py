@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import PIL.Image
 
-__all__ = ["EXPECTED_CHANGES", "JUDGED", "MEASURE_SIZE", "Measures", "Thresholds", "Verdict", "judge", "measure"]
+__all__ = ["EXPECTED_CHANGES", "JUDGED", "MEASURE_SIZE", "Measures", "Thresholds", "Verdict", "judge", "measure",
+           "measure_array"]
 
 MEASURE_SIZE = 512
 
@@ -81,7 +82,11 @@ def measure(image: PIL.Image.Image) -> Measures:
         # reducing_gap: a box reduce first, then Lanczos over the last factor of 3; near-identical to a full
         # Lanczos and much faster on big photos.
         rgb = rgb.resize(size, PIL.Image.Resampling.LANCZOS, reducing_gap=3.0)
-    array = np.asarray(rgb, dtype=np.float64) / 255.0
+    return measure_array(np.asarray(rgb, dtype=np.float64) / 255.0)
+
+
+def measure_array(array: np.ndarray) -> Measures:
+    """`measure` of an RGB array in [0, 1] already at the size it should be measured at (the judge's copy)."""
     luma = array @ _LUMA
     cb, cr = float((array @ _CB).mean()), float((array @ _CR).mean())
     return Measures(

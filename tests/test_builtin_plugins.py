@@ -85,6 +85,10 @@ def _all_plugins() -> list[tuple[str, Callable[..., Image.Image]]]:
             ("white-balance", adjust.white_balance)]
 
 
+#: The plugins that may refuse a photo, and what their reason says.
+REFUSALS = {"derain": "of the photo", "desnow": "of the photo", "lowlight": "already bright enough"}
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16", "CMYK", "LA", "1"])
 @pytest.mark.parametrize("size", [(8, 8), (1, 5), (37, 23)])
 def test_every_plugin_takes_any_mode_and_tiny_sizes(mode, size) -> None:
@@ -95,7 +99,7 @@ def test_every_plugin_takes_any_mode_and_tiny_sizes(mode, size) -> None:
         try:
             out = function(source)
         except CannotHelp as why:  # pure noise may look like nothing but rain: a plain refusal, never a crash
-            assert name in ("derain", "desnow") and "of the photo" in str(why), name
+            assert REFUSALS.get(name, "no refusal expected") in str(why), name
             continue
         assert out.mode == "RGB" and out.size == source.size, name
     assert source.tobytes() == before and source.mode == mode
@@ -113,7 +117,8 @@ def test_derain_leaves_heavy_real_rain_it_cannot_fill_as_it_was() -> None:
 
 def test_a_large_photo_keeps_its_size() -> None:
     """1024x768 through every restoration plugin (their speed is in benchmarks/builtin_plugins.py, not here)."""
-    photo = Image.fromarray(skimage_data.astronaut()).convert("RGB").resize((1024, 768))
+    # Dimmed, so that lowlight has something to do.
+    photo = Image.fromarray(skimage_data.astronaut() // 3).convert("RGB").resize((1024, 768))
     for name, function in _all_plugins():
         result = function(photo)
         assert result.size == photo.size and result.mode == "RGB", name
@@ -227,11 +232,22 @@ def test_builtins_are_listed_trusted_and_runnable_without_downloads(registry) ->
 def test_load_plugin_runs_each_builtin(registry, plugin_id) -> None:
     plugin = load_plugin(registry, plugin_id)
     assert isinstance(plugin, PythonPlugin)
-    photo = Image.new("RGBA", (48, 32), (90, 120, 200, 255))
+    photo = Image.new("RGBA", (48, 32), (30, 40, 70, 255))  # dark, so that lowlight has work to do
     out = plugin(photo)
     assert out.mode == "RGB" and min(out.size) >= 1
     if plugin_id not in ("diffplugin/resize", "diffplugin/rotate", "diffplugin/crop"):
         assert out.size == photo.size
+
+
+def test_lowlight_brightens_as_far_as_a_natural_exposure_and_leaves_bright_photos_alone(clean_photos) -> None:
+    """LIME's fixed gamma made a dusk photo as bright as noon (the README's rocket went from 17.2 to 12.1 dB)."""
+    photo = clean_photos[0]
+    dark = Image.fromarray((np.asarray(photo, np.float32) * 0.25).astype(np.uint8))
+    brighter = _mean_luma(lowlight.lowlight(dark))
+    assert _mean_luma(dark) + 20 < brighter <= 0.4 * 255 + 3
+    assert _mean_luma(lowlight.lowlight(dark, brightness=1.0)) > brighter + 10  # the bound is what held it back
+    with pytest.raises(CannotHelp, match="already bright enough"):
+        lowlight.lowlight(photo, brightness=_mean_luma(photo) / 255 - 0.05)
 
 
 def test_options_from_a_plan_override_the_manifest(registry) -> None:

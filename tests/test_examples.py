@@ -29,7 +29,9 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
 
 
 def test_readme_main_job_edits_the_example_photo(tmp_path: Path) -> None:
-    """README's first command, as a new user runs it (no weights): the photo gets dehazed and brightened."""
+    """README's first command, as a new user runs it (no weights): the photo gets dehazed and brightened, and ends
+    up closer to the clean photo it was made from (skimage's rocket with synthetic haze and darkness). It used to
+    go from 17.2 to 12.1 dB: lowlight blew the dusk out to noon."""
     import json
     import shlex
 
@@ -54,5 +56,12 @@ def test_readme_main_job_edits_the_example_photo(tmp_path: Path) -> None:
     assert [s["task"] for s in plan["steps"]] == OrderPolicy.load().order(["dehaze", "lowlight"])[0]
     before = np.asarray(PIL.Image.open(args[1]).convert("L"), dtype=float)
     after = np.asarray(PIL.Image.open(output).convert("L"), dtype=float)
-    assert after.mean() > before.mean() + 20 and after.std() > before.std()  # brighter, more contrast
+    assert after.mean() > before.mean() + 10 and after.std() > before.std()  # brighter, more contrast
+    from skimage import data as skimage_data
+    from skimage.metrics import peak_signal_noise_ratio
+
+    original = skimage_data.rocket()
+    psnr_before = peak_signal_noise_ratio(original, np.asarray(PIL.Image.open(args[1]).convert("RGB")))
+    psnr_after = peak_signal_noise_ratio(original, np.asarray(PIL.Image.open(output).convert("RGB")))
+    assert psnr_after > psnr_before + 0.5, (psnr_before, psnr_after)
     assert (tmp_path / "out.png.plan.yaml").is_file()

@@ -14,7 +14,15 @@ import PIL.ImageFilter
 import pytest
 
 from assistant.executor import Executor
-from assistant.judge import CALIBRATION_PATH, FEATURE_NAMES, assess, calibration, look
+from assistant.judge import (
+    CALIBRATION_PATH,
+    FEATURE_NAMES,
+    PAIR_FEATURE_NAMES,
+    assess,
+    calibration,
+    look,
+    pair_features,
+)
 from plugins.builtin.dehaze import dehaze
 from plugins.builtin.denoise import denoise
 from plugins.builtin.derain import derain
@@ -35,11 +43,14 @@ BUILTIN = {"dehaze": "diffplugin/dehaze-classic", "derain": "diffplugin/derain-c
 
 def test_the_shipped_calibration_covers_every_restoration_task_with_these_features() -> None:
     stored = json.loads(CALIBRATION_PATH.read_text())
-    assert stored["features"] == [*FEATURE_NAMES, "mean_abs_change"]
+    width = 2 * len(FEATURE_NAMES) + len(PAIR_FEATURE_NAMES)  # the change, the input's own values, the pair's
+    assert len(stored["features"]) == width and stored["features"][-len(PAIR_FEATURE_NAMES):] == list(
+        PAIR_FEATURE_NAMES)
     assert set(calibration()) == {"dehaze", "lowlight", "deblur", "derain", "desnow", "denoise", "demoire",
                                   "highlight"}
-    width = 2 * len(FEATURE_NAMES) + 1  # the change, the input's own values, the mean absolute change
-    assert all(len(model["weights"]) == width + 1 for model in calibration().values())
+    for model in calibration().values():
+        assert model.mean.shape == model.scale.shape == (width,) and model.layers[0][0].shape[0] == width
+        assert model.layers[-1][0].shape[1] == 1 and 0.0 < model.chance_better(model.mean) < 1.0
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +70,7 @@ def test_gross_damage_is_worse_whatever_the_model_says(clean) -> None:
     blurred = clean.filter(PIL.ImageFilter.GaussianBlur(4))
     verdict = assess(look(clean), look(blurred), "dehaze")
     assert verdict.worse and verdict.better is not None and "sharpness fell" in verdict.reasons[0]
-    crushed = assess(look(clean), look(clean.point(lambda v: min(255, v * 3))), "dehaze")
+    crushed = assess(look(clean), look(clean.point(lambda v: min(255, v * 4))), "dehaze")
     assert crushed.worse and any("clipped" in reason for reason in crushed.reasons)
 
 
@@ -127,3 +138,27 @@ def test_derain_itself_still_removes_synthetic_rain() -> None:
     rocket the same plugin takes 44% of the contrast with the streaks, and the damage check objects."""
     rainy = degrade(PIL.Image.fromarray(photo_array("chelsea", 320)), ["rain"], seed=4)
     assert not assess(look(rainy), look(derain(rainy)), "derain").worse
+
+
+# ------------------------------------------------------------------------------------------ what a step did
+def _pair(before: PIL.Image.Image, after: PIL.Image.Image) -> dict[str, float]:
+    first, second = look(before).features, look(after).features
+    assert first is not None and second is not None
+    return dict(zip(PAIR_FEATURE_NAMES, pair_features(first, second), strict=True))
+
+
+def test_pair_features_see_fills_halos_and_stripes(clean) -> None:
+    same = _pair(clean, clean)
+    assert same["mean_abs_change"] == 0 and same["ssim"] > 0.999 and same["overshoot"] == 0
+    pixels = np.asarray(clean).copy()
+    pixels[80:200, 80:220] = pixels[80:200, 80:220].reshape(-1, 3).mean(axis=0)  # a painted-over patch
+    filled = _pair(clean, PIL.Image.fromarray(pixels))
+    assert filled["texture_lost"] > same["texture_lost"] + 0.05 and filled["ssim_low"] > 0.05
+    sharpened = _pair(clean, clean.filter(PIL.ImageFilter.UnsharpMask(radius=3, percent=300, threshold=0)))
+    assert sharpened["overshoot"] > 0.05 and sharpened["detail_correlation"] > 0.5  # halos, and more of the same
+    smoothed = _pair(clean, clean.filter(PIL.ImageFilter.GaussianBlur(2)))
+    assert smoothed["detail_correlation"] < -0.5 and smoothed["detail_gain"] < 0
+    stripes = np.asarray(clean, dtype=np.float32) + 25 * np.sin(np.arange(clean.width) * 1.3)[None, :, None]
+    striped = _pair(clean, PIL.Image.fromarray(np.clip(stripes, 0, 255).astype(np.uint8)))
+    assert striped["texture_added"] > same["texture_added"] + 0.02
+
