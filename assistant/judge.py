@@ -121,7 +121,8 @@ def _mscn_stats(luma: np.ndarray) -> tuple[float, float, float, float]:
     kurt = float(np.square(squared).mean() / max(var * var, 1e-12))
     horizontal = float((mscn[:, :-1] * mscn[:, 1:]).mean())
     vertical = float((mscn[:-1, :] * mscn[1:, :]).mean())
-    return var, math.log(kurt), horizontal, vertical
+    # Any distribution with a spread has a kurtosis of at least 1; a flat photo has none (0 here).
+    return var, math.log(max(kurt, 1e-6)), horizontal, vertical
 
 
 def _local_std(luma: np.ndarray) -> np.ndarray:
@@ -288,9 +289,10 @@ def calibration() -> dict[str, TaskModel]:
 
 def judge_change(before: Features, after: Features, task: str) -> Judgement:
     model = calibration().get(task)
-    if model is None:
+    change = change_vector(before, after)
+    if model is None or not np.all(np.isfinite(change)):  # no model, or a step the features cannot describe
         return Judgement(None, task)
-    return Judgement(model.chance_better(change_vector(before, after)), task)
+    return Judgement(model.chance_better(change), task)
 
 
 @dataclass(frozen=True)

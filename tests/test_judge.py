@@ -81,6 +81,15 @@ def test_a_photo_it_cannot_measure_is_never_judged_worse(size: tuple[int, int]) 
     assert not verdict.worse and verdict.better is None and "could not measure" in verdict.reasons[0]
 
 
+@pytest.mark.parametrize("colour", [(0, 0, 0), (128, 128, 128), (255, 255, 255)])
+def test_flat_photos_and_steps_that_change_nothing_get_a_verdict_or_a_note_never_a_crash(colour) -> None:
+    flat = PIL.Image.new("RGB", (64, 48), colour)
+    for after in (flat, PIL.Image.new("RGB", (64, 48), (90, 30, 200)), PIL.Image.new("RGB", (32, 24), colour)):
+        verdict = assess(look(flat), look(after), "dehaze")
+        assert verdict.better is None or 0.0 <= verdict.better <= 1.0
+        assert verdict.better is not None or verdict.reasons
+
+
 def real_cases() -> list[tuple[str, str]]:
     """Each real photo with the task its label asks for, and derain on every photo (the request a user made of
     a heavy-rain street photo, where the old derain painted blobs)."""
