@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,7 +62,15 @@ def batch_command(
         RAY_ADDRESS=ray://head:10001 diffplugin batch holiday/ "remove the haze" -o fixed/ --executor ray
     """
     with reported(as_json):
-        from assistant.photo_output import save_result, sidecar
+        from assistant.photo_output import (
+            OutputError,
+            OutputTaken,
+            check_folder,
+            recorded_plan,
+            save_plan,
+            save_result,
+            sidecar,
+        )
         from assistant.planning import Plan, load_planner
         from assistant.workers import EDIT_ERRORS, Job, Outcome, failure
         from plugins.data.photos import load_photo
@@ -73,6 +82,7 @@ def batch_command(
         if workers is not None and executor == "local":
             raise CliError("--workers needs --executor ray (the local executor is one process)")
         photos = _photos(input_dir, output)
+        check_folder(output)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         planner = load_planner(registry, llm) if request is not None else None
         shared = Plan.load(plan_file) if plan_file is not None else None
@@ -82,8 +92,13 @@ def batch_command(
             target = output / f"{photo.stem}.png"
             if target.is_file() and sidecar(target).is_file():
                 report["skipped"].append({"input": str(photo), "output": str(target)})
-            elif target.exists():  # not written by a batch (no plan beside it): someone's file, never replaced
-                report["failed"].append({"input": str(photo), "error": f"{target} exists and was not written by "
+            elif not os.path.lexists(sidecar(target)) and (recorded := recorded_plan(target)) is not None:
+                # A batch killed between placing the photo and its plan: the plan is in the photo too.
+                save_plan(recorded, sidecar(target), overwrite=False)
+                report["skipped"].append({"input": str(photo), "output": str(target)})
+            elif os.path.lexists(target) or os.path.lexists(sidecar(target)):  # someone's file: never replaced
+                taken = target if os.path.lexists(target) else sidecar(target)
+                report["failed"].append({"input": str(photo), "error": f"{taken} exists and was not written by "
                                                                         "diffplugin; move it or choose another -o"})
             else:
                 todo.append(photo)
@@ -106,8 +121,16 @@ def batch_command(
                     report["failed"].append({"input": str(source), "error": outcome.error})
                 else:
                     target = output / f"{source.stem}.png"
-                    save_result(outcome.image, target, outcome.plan)
-                    report["done"].append({"input": str(source), "output": str(target), "notes": outcome.notes})
+                    try:
+                        save_result(outcome.image, target, outcome.plan, overwrite=False)
+                    except OutputTaken as err:  # another command wrote there meanwhile: this photo only
+                        report["failed"].append({"input": str(source), "error": str(err)})
+                    except OutputError as err:  # the folder takes nothing more (full, read-only): stop here
+                        raise CliError(f"{err}; the batch stopped after {len(report['done'])} edited: run it "
+                                       "again to go on") from None
+                    else:
+                        report["done"].append({"input": str(source), "output": str(target),
+                                               "notes": outcome.notes})
                 bar(len(report["done"]) + len(report["failed"]), len(todo))
 
     def human() -> None:

@@ -16,6 +16,8 @@ from assistant.cli_common import (
     CliError,
     DeviceOption,
     JsonOption,
+    OverwriteOption,
+    QuietPipeGroup,
     ResizeOption,
     ShortSideOption,
     diffusion_settings,
@@ -40,6 +42,7 @@ app = typer.Typer(
     """,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=QuietPipeGroup,
 )
 models_app = typer.Typer(help="Base model and Task-Plugin weights: pull, convert, make-tiny.", no_args_is_help=True)
 train_app = typer.Typer(help="Train Task-Plugins on your own paired data, or the Plugin-Selector.",
@@ -203,7 +206,7 @@ def apply(
     registry: Annotated[Path | None, typer.Option(
         "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder for plugin ids (default: the data "
                                                          "folder's registry/).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run plugins on a photo, in the order given: Task-Plugin folders, or registered plugins of either kind.
@@ -224,7 +227,7 @@ def apply(
             loaded = [executor.load(ref, store) for ref in plugin]
             result = executor.run(image, loaded, progress=progress(photo.name, len(loaded))).image
         pipe = executor.pipe
-        save_result(result, output)
+        save_result(result, output, overwrite=overwrite)
     processed = list(pipe.target_size(*image.size, short_side, resize)) if pipe else None
     names = [getattr(p, "task", None) or p.manifest.id for p in loaded]
     summary = {"photo": str(photo), "output": str(output), "plugins": names, "size": list(result.size),

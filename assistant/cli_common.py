@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
 RegistryOption = Annotated[Path | None, typer.Option(
     "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 
@@ -56,6 +61,57 @@ class CliError(Exception):
     """An error to show the user as one line, exiting 1."""
 
 
+# C0 and C1 control characters (tab and newline kept) and the Unicode bidirectional controls: from a file someone
+# else wrote (a manifest, an error quoting one), they would move the cursor, retitle or recolour the terminal, or
+# make text read otherwise than it is stored ("Trojan Source").
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on a terminal: control characters shown as escapes (`\\x1b`) instead of obeyed."""
+    return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+class QuietPipeGroup(TyperGroup):
+    """The root command. When the reader of its output stops early (`diffplugin plugins list | head -3`), the
+    command ends quietly with status 0, as command-line tools do; Click and Rich would exit 1."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(0)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        was_null = _stdout_is_null()
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as done:
+            # Rich (tables, help) answers a closed pipe by pointing stdout at /dev/null and exiting 1.
+            broken = done.code == 1 and not was_null and _stdout_is_null()
+            try:
+                sys.stdout.flush()  # what print() still buffers: here, not in Python's shutdown, which would fail
+            except BrokenPipeError:
+                _silence_stdout()
+            raise SystemExit(0 if broken else done.code) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing still buffered for the gone reader can fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _stdout_is_null() -> bool:
+    try:
+        here, null = os.fstat(1), os.stat(os.devnull)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (null.st_dev, null.st_ino)
+
+
 @contextmanager
 def reported(as_json: bool) -> Iterator[None]:
     """Turn expected failures into one clear line (or a JSON error object) and exit status 1."""
@@ -76,7 +132,7 @@ def reported(as_json: bool) -> Iterator[None]:
         if as_json:
             print(json.dumps({"error": str(err), "type": type(err).__name__}))
         else:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            typer.secho(f"error: {printable(err)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 

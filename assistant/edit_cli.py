@@ -16,6 +16,7 @@ from assistant.cli_common import (
     ExploreOption,
     JsonOption,
     JudgeOption,
+    OverwriteOption,
     RegistryOption,
     ResizeOption,
     ShortSideOption,
@@ -24,7 +25,6 @@ from assistant.cli_common import (
     reported,
 )
 
-OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
 LLMOption = Annotated[str | None, typer.Option(
     "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL, "
                                            "gguf:PATH or smollm2 (default: the deterministic planner).")]
@@ -35,6 +35,7 @@ def plan_command(
     image: Annotated[Path | None, typer.Option(help="The photo (used when the request names no task).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the plan (.yaml or .json).")] = None,
     registry: RegistryOption = None,
+    overwrite: OverwriteOption = False,
     llm: LLMOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -43,13 +44,16 @@ def plan_command(
         diffplugin plan "clear the fog and make it brighter" -o fix.yaml
     """
     with reported(as_json):
+        from assistant.photo_output import check_output, save_plan
         from assistant.planning import load_planner
         from plugins.data.photos import load_photo
 
+        if output:
+            check_output(output, [image] if image else [], overwrite, kind="plan")
         photo = load_photo(image) if image else None
         plan = load_planner(registry, llm).plan(request, photo)
         if output:
-            plan.save(output)
+            save_plan(plan, output, overwrite)
     emit(plan.to_json(), as_json, lambda: _show(plan))
 
 
@@ -70,10 +74,13 @@ def run_command(
 ) -> None:
     """Replay a saved plan on one or many photos."""
     with reported(as_json):
+        from assistant.photo_output import check_output
         from assistant.planning import Plan
 
         plan = Plan.load(plan_file)
         targets = _targets(inputs, output)
+        for _, target in targets:  # all of them before any work
+            check_output(target, [*inputs, plan_file], overwrite, with_plan=True)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         results = []
         with edit_session(registry, as_json, settings) as (store, executor, progress):
@@ -114,7 +121,7 @@ def edit_command(
         from assistant.planning import load_planner
         from plugins.data.photos import load_photo
 
-        check_output(output, [photo], overwrite)
+        check_output(output, [photo], overwrite, with_plan=True)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         image = load_photo(photo)
         plan = load_planner(registry, llm).plan(request, image)
@@ -138,10 +145,10 @@ def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, 
     from assistant.planning import run_plan
     from plugins.data.photos import load_photo
 
-    check_output(target, [source], overwrite)
+    check_output(target, [source], overwrite, with_plan=True)
     image = image if image is not None else load_photo(source)
     result = run_plan(plan, image, store, executor, progress(source.name, len(plan.steps)))
-    save_result(result.image, target, plan)
+    save_result(result.image, target, plan, overwrite)
     return {"input": str(source), "output": str(target), "plan": str(sidecar(target)), "notes": result.notes,
             "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix,
                         "tries": [t.model_dump(mode="json", exclude_none=True) for t in o.tries]}

@@ -11,6 +11,7 @@ from assistant.cli_common import (
     CliError,
     DeviceOption,
     JsonOption,
+    OverwriteOption,
     RegistryOption,
     ResizeOption,
     ShortSideOption,
@@ -40,6 +41,7 @@ def eval_plugin_command(
     device: DeviceOption = None,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run a plugin on every degraded image of a paired dataset; PSNR and SSIM of its output and of the input.
@@ -59,7 +61,7 @@ def eval_plugin_command(
         if layout != "auto" and layout not in LAYOUTS:
             raise CliError(f"--layout must be auto or one of {', '.join(LAYOUTS)}, not {layout!r}")
         if sheet is not None:
-            check_output(sheet, [data], overwrite=True)  # an unknown image type fails now, not after the run
+            check_output(sheet, [data], overwrite)
         pairs = load_pairs(data, layout)
         if subset is not None:
             kinds = sorted({"_".join(p.degradations) for p in pairs if p.degradations})
@@ -82,7 +84,7 @@ def eval_plugin_command(
             report.distribution = clip_fid_kid(folder / "outputs", reference, device)
         written = write_report(report)
         if sheet is not None:
-            save_result(sheet_for(report, pairs), sheet)
+            save_result(sheet_for(report, pairs), sheet, overwrite=overwrite)
             written.append(sheet)
 
     def human() -> None:
@@ -116,6 +118,7 @@ def eval_orders_command(
         = None,
     registry: RegistryOption = None,
     device: DeviceOption = None,
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Degrade clean photos with every combination of the degradations, run every order of the matching
@@ -129,8 +132,14 @@ def eval_orders_command(
         from assistant.evaluation.orders import evaluate_orders, policy_from
         from assistant.executor import Executor
         from assistant.paths import open_registry
+        from assistant.photo_output import check_output, save_text
         from assistant.planning.policy import OrderPolicy, user_policy_file, write_policy_file
 
+        if policy_file is not None and not write_policy:
+            raise CliError("--policy-file needs --write-policy")
+        for target in (output, policy_file):  # the default policy file is ours to replace; a named one is not
+            if target is not None:
+                check_output(target, [], overwrite, kind="plan")
         names = [d.strip() for d in degradations.split(",") if d.strip()]
         clean = _clean_photos(photos, size)
         if draws > 1:
@@ -147,16 +156,12 @@ def eval_orders_command(
         if output is not None:
             import json
 
-            from assistant.planning.plan import write_atomic
-
-            write_atomic(output, (json.dumps(result, indent=2) + "\n").encode())
+            save_text(output, json.dumps(result, indent=2) + "\n", overwrite)
         if write_policy:
             target = policy_file or user_policy_file()
             policy = policy_from(evidence, OrderPolicy.load())
-            write_policy_file(policy, target)
+            write_policy_file(policy, target, overwrite=overwrite or policy_file is None)
             result["policy"] = {"file": str(target), "version": policy.version}
-        elif policy_file is not None:
-            raise CliError("--policy-file needs --write-policy")
 
     def human() -> None:
         typer.echo(f"{len(evidence.photos)} photos, plugins: {', '.join(evidence.plugins.values())}")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import PIL.Image
 
-from assistant.planning.plan import Try
+from assistant.planning.plan import Try, path_ref_problem, shown
 from assistant.plugin_cache import PluginCache, cache_key, folder_key
 
 
@@ -113,10 +113,15 @@ class Executor:
     pipe: Any = None
     plugins: PluginCache = field(default_factory=PluginCache)
 
-    def load(self, ref: str, registry: Any) -> Any:
-        """A plugin folder or registered id, from the cache when it was loaded before with the same bytes."""
-        if (Path(ref) / "plugin.json").is_file():
+    def load(self, ref: str, registry: Any, folders: bool = True) -> Any:
+        """A plugin folder or registered id, from the cache when it was loaded before with the same bytes.
+        `folders=False` (a plan's steps): registered ids only, whatever folders exist on disk."""
+        if folders and (Path(ref) / "plugin.json").is_file():
             return self.plugins.get(folder_key(Path(ref)), lambda: load_step(ref, registry))
+        if folders:
+            refuse_missing_folder(ref)
+        else:
+            refuse_folder(ref)
         if "/" not in ref:
             return load_step(ref, registry)
         from registry.runtime import runnable_status
@@ -189,7 +194,9 @@ class Executor:
             if base is None:
                 base_dir = models_dir() / "base"
                 if not base_dir.is_dir():
-                    raise ExecutorError(f"no base model at {base_dir}: run `diffplugin models pull` or pass --base.")
+                    raise ExecutorError(f"no base model at {base_dir}: `diffplugin models pull` fetches it "
+                                        "(`diffplugin models pull --base DIR --skip-plugins` copies in a diffusers "
+                                        "folder you have)")
                 base = str(base_dir)
             pipe = DiffPluginPipeline.from_base(base, self.settings.image_encoder, device=self.settings.device)
             pipe.set_progress_bar_config(disable=True)  # progress goes out as events
@@ -226,7 +233,9 @@ class _Run:
         plugin, options = group[0]
         if is_code_plugin(plugin):
             self.emit("step", done, plugin.manifest.id)
-            return plugin(image, **options)
+            out = plugin(image, **options)
+            check_size(out, plugin.manifest.id)  # the next step or the save would need memory for it
+            return out
 
         def on_denoise(_: Any, state: dict[str, Any]) -> None:
             index = state["plugin_index"]
@@ -413,15 +422,87 @@ def free_device_cache(device: Any) -> None:
 
 
 def load_step(ref: str, registry: Any) -> Any:
-    """A Task-Plugin folder (it holds plugin.json), else a registered plugin id (checked: enabled, trusted,
-    weights' SHA-256)."""
+    """A Task-Plugin folder (it holds plugin.json; its files get an install's checks), else a registered plugin
+    id (checked: enabled, trusted, weights' SHA-256)."""
     if (Path(ref) / "plugin.json").is_file():
         from plugins.diffplugin.plugin import TaskPlugin
 
+        check_folder(Path(ref))
         return TaskPlugin.from_pretrained(ref)
     if "/" not in ref:
         raise ExecutorError(f"{ref}: neither a plugin folder (with plugin.json) nor a plugin id (namespace/name)")
+    refuse_missing_folder(ref)
     from registry.runtime import load_plugin
 
     plugin_id, _, version = ref.partition("@")
     return load_plugin(registry, plugin_id, version or None)
+
+
+def check_folder(folder: Path) -> None:
+    """What an install checks about a Task-Plugin's files, for a folder run without installing it: no links, no
+    pickles or torch checkpoints, and both weights present as safetensors (so no loader falls back to a pickle)."""
+    from registry.errors import InstallRefused
+    from registry.files import check_safetensors, refuse_links, refuse_pickles
+    from registry.manifest import DIFFPLUGIN_WEIGHTS
+
+    refuse_links(folder)
+    refuse_pickles(folder)
+    for weights in DIFFPLUGIN_WEIGHTS:
+        if not (folder / weights).is_file():
+            raise InstallRefused(folder / weights, "missing; a Task-Plugin folder holds its weights as safetensors")
+    for weights in sorted(folder.rglob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def refuse_missing_folder(ref: str) -> None:
+    """A path (not a `namespace/name` id) given as a plugin that is no Task-Plugin folder."""
+    if not path_ref_problem(ref):
+        return
+    if Path(ref).expanduser().is_dir():
+        raise ExecutorError(f"{ref}: not a Task-Plugin folder (it has no plugin.json)")
+    from assistant.paths import models_dir
+
+    raise ExecutorError(f"{ref}: no such plugin folder; `diffplugin models pull` writes the official plugins to "
+                        f"{models_dir() / 'plugins'}/<task>")
+
+
+def refuse_folder(ref: str) -> None:
+    problem = path_ref_problem(ref)
+    if problem:
+        raise ExecutorError(problem)
+
+
+def known_options(plugin: Any) -> list[str] | None:
+    """The options a loaded plugin takes (None: any): a code plugin's keyword parameters and its manifest's
+    defaults, or what the executor reads for a diffusion plugin."""
+    if not is_code_plugin(plugin):
+        return ["seed", "steps"]
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(plugin.function).parameters.values())[1:]  # the first is the image
+    except (TypeError, ValueError):  # a callable without a signature (a C function): it must say itself
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return sorted(names | set(plugin.options))
+
+
+def check_options(plugin: Any, options: dict[str, Any], where: str) -> None:
+    """Refuse, before any work, an option the plugin does not take (`where` names the step)."""
+    known = known_options(plugin)
+    unknown = [name for name in options if known is not None and name not in known]
+    if unknown:
+        takes = f"its options are {', '.join(known)}" if known else "it takes no options"
+        raise ExecutorError(f"{where}: unknown option {shown(unknown[0])}; {takes}")
+
+
+def check_size(image: PIL.Image.Image, where: str) -> None:
+    """Refuse a result larger than a photo may be (the limit `load_photo` sets for inputs)."""
+    from plugins.data import photos
+
+    width, height = image.size
+    if width * height > photos.MAX_PIXELS:
+        raise ExecutorError(f"{where} made a {width}x{height} image ({width * height / 1e6:.0f} Mpx); the limit is "
+                            f"{photos.MAX_PIXELS / 1e6:.0f} Mpx")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from assistant.cli_common import JsonOption, emit, reported
+from assistant.cli_common import JsonOption, emit, printable, reported
 
 plugins_app = typer.Typer(
     help="""Find, install and manage plugins.
@@ -66,17 +66,20 @@ def list_plugins(ctx: typer.Context, as_json: JsonOption = False) -> None:
     def human() -> None:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table("id", "version", "kind", "tasks", "source", "state", "licence")
         for column in table.columns[:2]:
             column.no_wrap = True
         for s in statuses:
             licence = s.manifest.license + (" (non-commercial)" if s.manifest.non_commercial else "")
-            table.add_row(s.id, s.active.version, s.manifest.kind, ", ".join(s.manifest.tasks), s.active.source,
-                          _state_word(s), licence)
+            cells = (s.id, s.active.version, s.manifest.kind, ", ".join(s.manifest.tasks), s.active.source,
+                     _state_word(s), licence)
+            # Text cells: Rich reads markup in plain strings, and a manifest's "[/bold]" would stop the listing.
+            table.add_row(*(Text(printable(cell)) for cell in cells))
         Console().print(table)
         for error in errors:
-            typer.secho(f"broken plugin package: {error} (run `diffplugin plugins validate` on it)",
+            typer.secho(f"broken plugin package: {printable(error)} (run `diffplugin plugins validate` on it)",
                         fg=typer.colors.YELLOW, err=True)
 
     emit({"plugins": [s.to_json() for s in statuses], "errors": errors}, as_json, human)
@@ -94,8 +97,8 @@ def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin 
         from registry.manifest import dump_manifest
 
         trust = status.trust
-        typer.echo(f"{status.id} {status.active.version} ({status.active.source}, {_state_word(status)})")
-        typer.echo(f"versions: {', '.join(status.versions)}; folder: {status.active.folder}")
+        typer.echo(printable(f"{status.id} {status.active.version} ({status.active.source}, {_state_word(status)})"))
+        typer.echo(printable(f"versions: {', '.join(status.versions)}; folder: {status.active.folder}"))
         if status.manifest.kind == "python":
             if status.active.builtin:
                 typer.echo("trust: built in")
@@ -104,9 +107,9 @@ def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin 
             else:
                 typer.echo("trust: not granted")
         for problem in status.problems:
-            typer.secho(f"problem: {problem}", fg=typer.colors.YELLOW)
+            typer.secho(f"problem: {printable(problem)}", fg=typer.colors.YELLOW)
         typer.echo("---")
-        typer.echo(dump_manifest(status.manifest), nl=False)
+        typer.echo(printable(dump_manifest(status.manifest)), nl=False)
 
     emit(data, as_json, human)
 
@@ -123,8 +126,8 @@ def search(ctx: typer.Context, text: Annotated[str, typer.Argument(help="What yo
         if not hits:
             typer.echo("no plugins are enabled")
         for hit in hits:
-            typer.echo(f"{hit.score:6.3f}  {hit.id} {hit.version}  {hit.name}  [{', '.join(hit.tasks)}]  "
-                       f"matched: {hit.matched!r}")
+            typer.echo(printable(f"{hit.score:6.3f}  {hit.id} {hit.version}  {hit.name}  [{', '.join(hit.tasks)}]  "
+                                 f"matched: {hit.matched!r}"))
 
     emit({"query": text, "results": [h.to_json() for h in hits]}, as_json, human)
 
@@ -139,12 +142,15 @@ def install(ctx: typer.Context,
     with reported(as_json):
         result = open_registry(ctx).install(source, trust=trust)
     record = result.record
-    data = {"id": record.id, "version": record.version, "folder": str(record.folder), "warnings": result.warnings}
+    data = {"id": record.id, "version": record.version, "folder": str(record.folder), "warnings": result.warnings,
+            "takes_over": result.takes_over}
 
     def human() -> None:
-        typer.echo(f"installed {record.id} {record.version} -> {record.folder}")
+        typer.echo(printable(f"installed {record.id} {record.version} -> {record.folder}"))
         for warning in result.warnings:
-            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
+            typer.secho(f"warning: {printable(warning)}", fg=typer.colors.YELLOW)
+        for note in result.notes:
+            typer.secho(printable(note), fg=typer.colors.YELLOW)
 
     emit(data, as_json, human)
 
@@ -191,9 +197,9 @@ def validate(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Plug
     data = {"valid": True, "id": manifest.id, "version": manifest.version, "warnings": warnings}
 
     def human() -> None:
-        typer.echo(f"{manifest.id} {manifest.version}: valid")
+        typer.echo(printable(f"{manifest.id} {manifest.version}: valid"))
         for warning in warnings:
-            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
+            typer.secho(f"warning: {printable(warning)}", fg=typer.colors.YELLOW)
 
     emit(data, as_json, human)
 

@@ -13,6 +13,7 @@ the driver uses (`--registry`, `DIFFPLUGIN_HOME`), e.g. on a shared file system.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -63,8 +64,18 @@ class RayWorkers:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            # log_to_driver=False: workers' logs stay in Ray's log folder, so `--json` output stays clean.
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                with warnings.catch_warnings():  # Ray warns before it raises; the error below says it in one line
+                    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.")
+                    # log_to_driver=False: workers' logs stay in Ray's log folder, so `--json` output stays clean.
+                    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except ConnectionError as err:  # RAY_ADDRESS names a cluster that is not there (or not reachable)
+                address = os.environ.get("RAY_ADDRESS")
+                where = f"RAY_ADDRESS={address}" if address else "the Ray cluster"
+                raise RayWorkersError(
+                    f"--executor ray: cannot reach {where} ({str(err).splitlines()[0]}); start the cluster "
+                    "(`ray start --head` on its head node), fix RAY_ADDRESS, or unset it to start a Ray instance "
+                    "on this machine for the batch") from None
         gpus = int(ray.cluster_resources().get("GPU", 0))
         count = workers or max(gpus, 1)
         if gpus and count > gpus:

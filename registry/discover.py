@@ -19,7 +19,7 @@ from typing import Literal
 
 from registry.errors import RegistryError
 from registry.files import refuse_links, refuse_pickles
-from registry.manifest import BUILTIN_NAMESPACE, PluginManifest, load_manifest
+from registry.manifest import PluginManifest, load_manifest, reserved_lookalike
 
 ENTRY_POINT_GROUP = "diffplugin.plugins"
 #: Where this project's own manifests are. Built-in (trusted) is decided by location, never by a package's
@@ -106,9 +106,9 @@ def _record(manifest: PluginManifest, folder: Path, distribution: str | None) ->
     """Built in only where this project's manifests live; anything else gets the checks an install gets."""
     if folder in BUILTIN_FOLDERS:
         return PluginRecord(manifest, folder, "builtin", distribution)
-    if manifest.namespace == BUILTIN_NAMESPACE:
-        raise RegistryError(f"{folder}: the namespace '{BUILTIN_NAMESPACE}/' is reserved for this project's "
-                            "built-in plugins")
+    if reserved := reserved_lookalike(manifest.namespace):
+        raise RegistryError(f"{folder}: the namespace '{manifest.namespace}/' is, or looks like, '{reserved}/', "
+                            "which is reserved for this project's built-in plugins")
     if manifest.weights_source != "folder":
         raise RegistryError(f"{folder}: only built-in plugins may take their weights from `models pull`")
     refuse_links(folder)

@@ -27,6 +27,11 @@ class InstallRefused(RegistryError):
         super().__init__(f"{where}: {message}")
 
 
+class RegistryWriteError(RegistryError, OSError):
+    """The file system refused a write to the registry (read-only, disk full, a folder where a file should be);
+    the change was undone. An OSError too, since that is what it is."""
+
+
 class PluginNotFound(RegistryError):
     """No plugin (or version) with that id is known."""
 

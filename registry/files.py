@@ -2,30 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hashlib
+import io
 import json
+import pickletools
 import shutil
 import stat
 import struct
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from registry.errors import InstallRefused
+from registry.errors import InstallRefused, RegistryWriteError
 
 #: Formats that run code when loaded; refused anywhere in a plugin.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
+#: Never installed, from a folder or an archive: bytecode (`__pycache__`, `.pyc`) would run instead of the `.py`
+#: the user reviewed before trusting a plugin; the rest is clutter.
+IGNORED_NAMES = ("__pycache__", "*.pyc", "*.pyo", ".git", ".DS_Store")
 _HEADER_LIMIT = 100 * 1024 * 1024  # a safetensors header larger than this is not one
+_PICKLE_SCAN = 1 << 20  # how much of each file is decoded as a pickle stream
+#: Pickle opcodes that import or call something: a stream without them cannot run code when loaded.
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE", "BUILD",
+                           "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID"})
 
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """What an archive may hold. Generous for plugins (~60 MB of weights), tight for zip bombs."""
+    """What an archive may hold. Generous for plugins (a Task-Plugin's weights are ~70 MB), tight for zip bombs:
+    weights hardly compress, so an archive may expand to `max_ratio` times its size (but always to
+    `free_bytes`), so a 1.5 MB archive can no longer fill 1 GiB."""
 
-    max_member_bytes: int = 2 * 1024**3
-    max_total_bytes: int = 4 * 1024**3
-    max_members: int = 10_000
+    max_member_bytes: int = 1024**3
+    max_total_bytes: int = 2 * 1024**3
+    max_members: int = 2_000
+    max_ratio: int = 20
+    free_bytes: int = 64 * 1024**2
+
+    def expanded_limit(self, archive_bytes: int) -> int:
+        return min(self.max_total_bytes, max(self.free_bytes, self.max_ratio * archive_bytes))
+
+
+def ignored(parts: tuple[str, ...]) -> bool:
+    """Whether a path (its parts, relative to the plugin folder) is one of IGNORED_NAMES or lies inside one."""
+    return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in IGNORED_NAMES)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -54,11 +78,26 @@ def check_safetensors(path: Path) -> None:
         raise InstallRefused(path, reason) from None
 
 
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 def _looks_pickled(path: Path) -> bool:
-    """Pickle streams start with PROTO (0x80, protocol 2-5); torch.save files are zip archives."""
+    """Protocol 2-5 pickles start with PROTO (0x80); torch.save files are zip archives; protocol 0 and 1 pickles
+    (text-like, any name) are recognised by decoding them as pickletools does, which runs nothing: a stream that
+    decodes to STOP and imports or calls something, or that still decodes where the scan ends."""
     with path.open("rb") as f:
-        head = f.read(4)
-    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head == b"PK\x03\x04"
+        head = f.read(_PICKLE_SCAN)
+        longer = bool(f.read(1))
+    if (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04":
+        return True
+    stream = io.BytesIO(head)
+    try:
+        pickletools.dis(stream, out=_Discard())
+    except Exception:  # any decoding error: not a pickle stream, unless the scan ended inside a valid one
+        return longer and stream.tell() >= len(head)
+    return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(head))
 
 
 def refuse_pickles(folder: Path) -> None:
@@ -66,7 +105,7 @@ def refuse_pickles(folder: Path) -> None:
     when loaded), and sharded-weight indexes (they would make a loader read files the manifest does not list)."""
     hint = "convert weights to safetensors (official weights: `diffplugin models convert`)"
     for path in sorted(folder.rglob("*")):
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             continue
         if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
             raise InstallRefused(path, f"pickled files and torch checkpoints can run code when loaded and are "
@@ -114,6 +153,7 @@ def extract_archive(archive: Path, dest: Path, limits: ArchiveLimits = ArchiveLi
 class _Budget:
     def __init__(self, archive: Path, limits: ArchiveLimits) -> None:
         self.archive, self.limits, self.total, self.members = archive, limits, 0, 0
+        self.max_total = limits.expanded_limit(archive.stat().st_size)
 
     def member(self, name: str, declared: int) -> None:
         self.members += 1
@@ -127,11 +167,14 @@ class _Budget:
         """Check one member and write it under `dest` (folders are just created)."""
         member = _checked_name(self.archive, name)
         self.member(name, declared)
-        target = dest.joinpath(*member.parts)
-        if is_dir:
-            target.mkdir(parents=True, exist_ok=True)
+        if ignored(member.parts):
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = dest.joinpath(*member.parts)
+        with _writing(target):
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
         source = opener()
         if source is None:
             raise InstallRefused(self.archive, f"member '{name}' cannot be read")
@@ -140,16 +183,33 @@ class _Budget:
 
     def copy(self, name: str, source, target: Path) -> None:
         written = 0
-        with target.open("wb") as out:
+        with _writing(target):
+            out = target.open("wb")
+        with out:
             while block := source.read(1 << 20):
                 written += len(block)
                 self.total += len(block)
                 if written > self.limits.max_member_bytes:
                     raise InstallRefused(self.archive, f"member '{name}' is oversized (> "
                                                        f"{self.limits.max_member_bytes:,} bytes)")
-                if self.total > self.limits.max_total_bytes:
-                    raise InstallRefused(self.archive, f"contents exceed {self.limits.max_total_bytes:,} bytes")
-                out.write(block)
+                if self.total > self.max_total:
+                    raise InstallRefused(self.archive, f"contents exceed {self.max_total:,} bytes (an archive may "
+                                                       f"expand to {self.limits.max_ratio}x its size, at least "
+                                                       f"{self.limits.free_bytes:,} and at most "
+                                                       f"{self.limits.max_total_bytes:,} bytes)")
+                with _writing(target):
+                    out.write(block)
+            with _writing(target):
+                out.flush()
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """A failed write (disk full, read-only) is the registry's problem, not the archive's: say so."""
+    try:
+        yield
+    except OSError as err:
+        raise RegistryWriteError(f"{target}: cannot write ({err.strerror or err}); nothing was installed") from None
 
 
 def _extract_zip(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
@@ -160,6 +220,8 @@ def _extract_zip(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
                 if stat.S_ISLNK(info.external_attr >> 16):
                     raise InstallRefused(archive, f"member '{info.filename}' is a symbolic link")
                 budget.extract(dest, info.filename, info.file_size, info.is_dir(), lambda i=info: zf.open(i))
+    except RegistryWriteError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as err:
         raise InstallRefused(archive, f"not a readable zip archive ({err})") from None
 
@@ -175,6 +237,8 @@ def _extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
                 if not (info.isfile() or info.isdir()):
                     raise InstallRefused(archive, f"member '{info.name}' is a special file")
                 budget.extract(dest, info.name, info.size, info.isdir(), lambda i=info: tf.extractfile(i))
+    except RegistryWriteError:
+        raise
     except (tarfile.TarError, OSError, EOFError) as err:
         raise InstallRefused(archive, f"not a readable tar archive ({err})") from None
 
@@ -193,7 +257,6 @@ def copy_tree(source: Path, dest: Path) -> None:
     """Copy a plugin folder, refusing links (a link could point anywhere on the machine)."""
     refuse_links(source)
     try:
-        shutil.copytree(source, dest, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".DS_Store"))
+        shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns(*IGNORED_NAMES))
     except (shutil.Error, OSError) as err:
         raise InstallRefused(source, f"cannot be copied ({err})") from None

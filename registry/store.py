@@ -6,7 +6,9 @@ Layout of the registry folder::
     state.json                               active version, enabled, trust, per plugin id; a change counter
     plugins/<namespace>/<name>/<version>/    installed copies, manifest beside the files
     index/                                   the search index (derived; rebuilt when missing or stale)
-    .staging/                                installs in progress (cleaned up whatever happens)
+    selector-examples.safetensors            the selector's embeddings of the plugins' examples (derived)
+    .staging/                                installs in progress (cleaned up whatever happens, and by the next
+                                             change after a killed one)
 
 Every install is staged, checked and then moved into place with one rename; `state.json` is replaced with one
 rename too. A refused install leaves the folder exactly as it was.
@@ -32,7 +34,7 @@ from packaging.version import Version
 from pydantic import BaseModel, Field
 
 from registry.discover import DiscoverResult, PluginRecord, discover_entry_points, entry_point_signature
-from registry.errors import InstallRefused, PluginNotFound, RegistryError
+from registry.errors import InstallRefused, PluginNotFound, RegistryError, RegistryWriteError
 from registry.files import (
     ArchiveLimits,
     check_safetensors,
@@ -44,7 +46,13 @@ from registry.files import (
     refuse_pickles,
     sha256_file,
 )
-from registry.manifest import BUILTIN_NAMESPACE, DIFFPLUGIN_WEIGHTS, MANIFEST_FILE, PluginManifest, load_manifest
+from registry.manifest import (
+    DIFFPLUGIN_WEIGHTS,
+    MANIFEST_FILE,
+    PluginManifest,
+    load_manifest,
+    reserved_lookalike,
+)
 
 STATE_FILE = "state.json"
 STORE_FOLDER = "plugins"
@@ -105,6 +113,15 @@ class PluginStatus:
 class InstallResult:
     record: PluginRecord
     warnings: list[str]
+    #: Per task of the new plugin, the other enabled plugins that served it before: requests for that task may now
+    #: get the new plugin instead, which the user must be told (`notes`).
+    takes_over: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per task the new plugin may now take over, with the way back."""
+        return [f"{task}: {self.record.id} may now be used instead of {', '.join(others)}; "
+                f"`diffplugin plugins disable {self.record.id}` to go back" for task, others in self.takes_over.items()]
 
 
 def _user_paths(message: str, work: Path, source: Path) -> str:
@@ -116,6 +133,12 @@ def _user_paths(message: str, work: Path, source: Path) -> str:
             replacement = f"{source}:" if is_archive(source) else f"{source}/"
             message = message.replace(f"{staged}/", replacement).replace(str(staged), str(source))
     return message.replace(str(work), str(source))
+
+
+def _write_error(err: OSError, root: Path) -> RegistryWriteError:
+    """A file system refusal (read-only, disk full, a folder where a file should be) as one line."""
+    where = err.filename or root
+    return RegistryWriteError(f"{where}: cannot write ({err.strerror or err}); the registry {root} was left as it was")
 
 
 def _now() -> str:
@@ -144,12 +167,13 @@ class Registry:
         return self.root / STATE_FILE
 
     def load_state(self) -> RegistryState:
-        if not self.state_file.is_file():
+        if not self.state_file.exists():
             return RegistryState()
         try:
             return RegistryState.model_validate_json(self.state_file.read_text())
-        except ValueError as err:
-            raise RegistryError(f"{self.state_file}: damaged ({err}); move it away to start afresh") from None
+        except (ValueError, OSError) as err:  # OSError: e.g. a folder in its place; trust must not reset silently
+            reason = err.strerror if isinstance(err, OSError) else err
+            raise RegistryError(f"{self.state_file}: damaged ({reason}); move it away to start afresh") from None
 
     def _save_state(self, state: RegistryState) -> None:
         state.generation += 1
@@ -168,18 +192,83 @@ class Registry:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """One change at a time across processes (two installs must not both rewrite state.json)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            yield
-            return
-        handle = os.open(self.root, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+        """One change at a time across processes (two installs must not both rewrite state.json). A file system
+        refusal inside (read-only, disk full) becomes one line; each change has undone its part by then."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle = self._lock()
+        except OSError as err:
+            raise _write_error(err, self.root) from None
+        try:
+            self._clean_staging()
             yield
+        except RegistryWriteError:
+            raise
+        except OSError as err:
+            raise _write_error(err, self.root) from None
         finally:
+            if handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                os.close(handle)
+
+    def _lock(self, wait: bool = True) -> int | None:
+        """The registry folder, opened and locked; None where there are no locks, or when another process holds
+        the lock and `wait` is False."""
+        while True:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if fcntl is None:
+                return None
+            handle = os.open(self.root, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(handle)
+                return None
+            # A refused install into a new registry removes the folder again: a lock on a folder removed while
+            # this process waited would guard nothing, so lock the folder now at that path instead.
+            try:
+                here = os.stat(self.root)
+                locked = os.fstat(handle)
+                if (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino):
+                    return handle
+            except FileNotFoundError:
+                pass
             fcntl.flock(handle, fcntl.LOCK_UN)
             os.close(handle)
+
+    def _clean_staging(self) -> None:
+        """Remove what a killed install or remove left in .staging. Only the lock holder stages, so nothing there
+        is in use (without locks, as on Windows, nothing is removed)."""
+        staging = self.root / STAGING_FOLDER
+        if fcntl is None or not staging.is_dir():
+            return
+        for leftover in staging.iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+
+    def _tidy(self) -> None:
+        """Clean up after a killed install at once when no change is under way (else the next change does)."""
+        if not (self.root / STAGING_FOLDER).is_dir():
+            return
+        with contextlib.suppress(OSError):
+            handle = self._lock(wait=False)
+            if handle is None:
+                return
+            try:
+                self._clean_staging()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                os.close(handle)
+
+    def _remove_if_empty(self) -> None:
+        """Undo the folders a refused install created in a registry that did not exist: empty ones only, so a
+        concurrent install's files are never touched."""
+        for folder in (self.root / STAGING_FOLDER, self.root / STORE_FOLDER, self.root):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     # ------------------------------------------------------------------ what exists
     def discovered(self) -> list[DiscoverResult]:
@@ -204,6 +293,7 @@ class Registry:
         return found
 
     def plugins(self) -> list[PluginStatus]:
+        self._tidy()
         state = self.load_state()
         by_id: dict[str, list[PluginRecord]] = {}
         for record in self.records():
@@ -281,16 +371,17 @@ class Registry:
         if source.is_dir() and self.root.resolve().is_relative_to(source.resolve()):
             raise InstallRefused(source, "the plugin folder contains the registry folder; install from elsewhere")
         existed = self.root.exists()
-        try:
-            with self._locked():
-                record = self._install_locked(source, trust, limits)
-        except BaseException:
-            if not existed:
-                shutil.rmtree(self.root, ignore_errors=True)
-            raise
-        return InstallResult(record, self._warnings(record.manifest))
+        with self._locked():
+            try:
+                record, takes_over = self._install_locked(source, trust, limits)
+            except BaseException:
+                if not existed:
+                    self._remove_if_empty()
+                raise
+        return InstallResult(record, self._warnings(record.manifest), takes_over)
 
-    def _install_locked(self, source: Path, trust: bool, limits: ArchiveLimits) -> PluginRecord:
+    def _install_locked(self, source: Path, trust: bool, limits: ArchiveLimits
+                        ) -> tuple[PluginRecord, dict[str, list[str]]]:
         staging = self._staging()
         work = Path(tempfile.mkdtemp(prefix="install-", dir=staging))
         try:
@@ -298,6 +389,7 @@ class Registry:
             manifest = load_manifest(staged)
             self._check_files(PluginRecord(manifest, staged, "installed"), trust)
             self._check_conflicts(manifest, staged)
+            takes_over = self.served_by_others(manifest)
             before = self.signature()
             target = self.root / STORE_FOLDER / manifest.namespace / manifest.id.split("/")[1] / manifest.version
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -322,7 +414,14 @@ class Registry:
             with contextlib.suppress(OSError):
                 staging.rmdir()
         self._sync_index(before, manifest.id)
-        return record
+        return record, takes_over
+
+    def served_by_others(self, manifest: PluginManifest) -> dict[str, list[str]]:
+        """Per task of `manifest`, the other enabled plugins serving it now: what installing it may take over (the
+        chat asks before, an install reports it in `InstallResult.takes_over`)."""
+        enabled = [s for s in self.plugins() if s.enabled and s.id != manifest.id]
+        found = {task: [s.id for s in enabled if task in s.manifest.tasks] for task in manifest.tasks}
+        return {task: ids for task, ids in found.items() if ids}
 
     @staticmethod
     def _stage(source: Path, work: Path, limits: ArchiveLimits) -> Path:
@@ -342,9 +441,10 @@ class Registry:
     def _check_files(self, record: PluginRecord, trust: bool) -> None:
         """What an install checks about the plugin itself (the staged copy, so nothing can change after)."""
         m, manifest_file = record.manifest, record.folder / MANIFEST_FILE
-        if m.namespace == BUILTIN_NAMESPACE:
-            raise InstallRefused(manifest_file, f"the namespace '{BUILTIN_NAMESPACE}/' is reserved for this "
-                                                "project's built-in plugins", field="id")
+        if reserved := reserved_lookalike(m.namespace):
+            raise InstallRefused(manifest_file, f"the namespace '{m.namespace}/' is, or looks like, '{reserved}/', "
+                                                "which is reserved for this project's built-in plugins; publish "
+                                                "under a namespace of your own", field="id")
         if m.weights_source != "folder":
             raise InstallRefused(manifest_file, "only built-in plugins may take their weights from "
                                                 "`models pull`", field="weights_source")
@@ -517,8 +617,11 @@ class Registry:
     def _sync_index(self, before: str, plugin_id: str) -> None:
         """Carry one plugin's change into the search index when it is current; else it is rebuilt on next use."""
         status = next((s for s in self.plugins() if s.id == plugin_id), None)
-        self.index().update(before, self.signature(), plugin_id,
-                            status.manifest if status is not None and status.enabled else None)
+        # The change is made by now: an index folder that cannot be written only stays stale (its signature no
+        # longer matches), and the next search rebuilds it or says why it cannot.
+        with contextlib.suppress(OSError):
+            self.index().update(before, self.signature(), plugin_id,
+                                status.manifest if status is not None and status.enabled else None)
 
     def searchable(self) -> list[PluginManifest]:
         return [s.manifest for s in self.plugins() if s.enabled]

@@ -161,6 +161,7 @@ def test_geometry_adjustments() -> None:
     assert adjust.resize(photo, height=40).size == (80, 40)
     assert adjust.resize(photo, scale=0.5).size == (20, 10)
     assert adjust.resize(photo, width=7, height=9).size == (7, 9)
+    assert adjust.resize(photo).size == (20, 10)  # no option: half the size
     turned = adjust.rotate(photo, angle=90)
     assert turned.size == (20, 40) and turned.getpixel((0, 39)) == (0, 0, 255)  # counter-clockwise, lossless
     assert adjust.rotate(photo, angle=-90).getpixel((19, 0)) == (0, 0, 255)
@@ -177,7 +178,7 @@ def test_geometry_adjustments() -> None:
     (adjust.contrast, {"amount": -1}, "amount"),
     (adjust.saturation, {"amount": True}, "amount"),
     (adjust.white_balance, {"method": "auto"}, "method"),
-    (adjust.resize, {}, "width"),
+    (adjust.resize, {"scale": 0}, "width"),
     (adjust.resize, {"scale": 0.5, "width": 10}, "scale"),
     (adjust.rotate, {"angle": 720}, "angle"),
     (adjust.rotate, {"expand": "yes"}, "expand"),

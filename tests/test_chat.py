@@ -12,6 +12,7 @@ import pytest
 
 from assistant.chat.app import ChatApp
 from assistant.chat.chat_screen import ChatScreen
+from assistant.chat.plugins_screen import PluginsScreen
 from assistant.chat.session import ChatSession
 from assistant.chat.store import ConversationStore
 from assistant.chat.widgets import MessageLog, PlanTable
@@ -37,6 +38,20 @@ def photo_file(tmp_path: Path) -> Path:
 
 def new_session(photo: Path | None = None, registry: Path | None = None) -> ChatSession:
     return ChatSession.start(ConversationStore(data_dir() / "chat"), open_registry(registry), photo)
+
+
+async def ask_to_install(pilot, app: ChatApp, folder: Path) -> tuple[PluginsScreen, str]:
+    """Open the plugin browser (F2), ask it to install `folder`; the browser and the question it asks."""
+    await pilot.press("f2")
+    await pilot.pause()
+    browser = app.screen
+    assert isinstance(browser, PluginsScreen)
+    path = browser.query_one("#install-path")
+    path.value = str(folder)
+    path.focus()
+    await pilot.press("enter")
+    await pilot.pause()
+    return browser, str(app.screen.query_one(".question").render())
 
 
 async def ready(pilot, screen: ChatScreen) -> None:
@@ -154,9 +169,29 @@ def test_errors_are_messages_and_the_chat_carries_on(photo_file: Path, tmp_path:
     assert roles.count("error") >= 5
 
 
-def test_plugin_browser_search_and_trusted_install(photo_file: Path, tmp_path: Path) -> None:
-    from assistant.chat.plugins_screen import PluginsScreen
+def test_plugin_browser_asks_before_a_plugin_takes_over_a_task(photo_file: Path, tmp_path: Path) -> None:
+    folder = code_folder(tmp_path / "haze-away")
+    manifest = (folder / "diffplugin.yaml").read_text()
+    (folder / "diffplugin.yaml").write_text(manifest.replace("acme/negative", "acme/haze-away")
+                                            .replace("tasks: [negative]", "tasks: [dehaze]"))
+    session = new_session(photo_file, tmp_path / "reg")
 
+    async def scenario() -> None:
+        app = ChatApp(session, renderer="halfcell")
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot, app.screen)
+            browser, question = await ask_to_install(pilot, app, folder)
+            assert "dehaze: it may be used instead of diffplugin/dehaze" in question, question
+            await pilot.press("n")
+            await pilot.pause()
+            assert "not installed" in str(browser.query_one("#plugin-status").render())
+            app.exit()
+
+    asyncio.run(scenario())
+    assert all(s.id != "acme/haze-away" for s in session.registry.plugins())
+
+
+def test_plugin_browser_search_and_trusted_install(photo_file: Path, tmp_path: Path) -> None:
     folder = code_folder(tmp_path / "negative")
     session = new_session(photo_file, tmp_path / "reg")
 
@@ -342,6 +377,33 @@ def test_a_proposed_plan_survives_closing_the_chat(photo_file: Path) -> None:
     assert version.index == 1 and "Done: exposure" in text and resumed.pending is None
     again = ChatSession.resume(ConversationStore(data_dir() / "chat"), session.registry, session.id)
     assert again.pending is None and again.current().index == 1
+
+
+def test_an_option_typed_in_the_chat_is_a_plain_value_never_an_alias_or_a_structure(photo_file: Path) -> None:
+    from assistant.chat.session import ChatError
+
+    session = new_session(photo_file)
+    session.add("exposure")
+    session.set_param(1, "ev", "&a 0.5")  # an anchor alone is harmless
+    with pytest.raises(ChatError, match="aliases"):
+        session.set_param(1, "ev", "[&a [1, 1], *a, *a]")
+    with pytest.raises(ChatError, match="a number, true/false or text"):
+        session.set_param(1, "ev", "{a: 1}")
+    assert session.pending.steps[0].params == {"ev": 0.5}
+
+
+def test_export_never_replaces_a_plan_file_beside_the_output(photo_file: Path, tmp_path: Path) -> None:
+    from assistant.photo_output import OutputError
+
+    session = new_session(photo_file)
+    output = tmp_path / "out.png"
+    (tmp_path / "out.png.plan.yaml").write_text("mine\n")
+    with pytest.raises(OutputError, match=r"out\.png\.plan\.yaml exists"):
+        session.export(output)
+    assert not output.exists() and (tmp_path / "out.png.plan.yaml").read_text() == "mine\n"
+    written, _ = session.export(output, overwrite=True)
+    assert written == [output, tmp_path / "out.png.plan.yaml"]
+    assert Plan.load(written[1]).steps == []
 
 
 def test_messages_from_many_threads_keep_their_order_numbers(photo_file: Path) -> None:

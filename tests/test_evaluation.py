@@ -62,7 +62,9 @@ def test_eval_plugin_scores_output_and_input_and_resumes(haze_data: Path, tmp_pa
     assert rows[0] == "image,psnr,ssim,psnr_input,ssim_input" and rows[-1].startswith("mean,") and len(rows) == 5
     with PIL.Image.open(sheet) as opened:
         assert opened.height > 3 * 192 and opened.width > 3 * 192  # three rows of three tiles
-    again = ok(runner.invoke(app, args))
+    refused = runner.invoke(app, args)  # the finished run's sheet is the user's file now
+    assert refused.exit_code == 1 and "sheet.png exists; pass --overwrite" in refused.stdout
+    again = ok(runner.invoke(app, [*args, "--overwrite"]))
     assert again["resumed"] == 3 and again["mean"] == mean
 
 

@@ -57,7 +57,7 @@ class ChatApp(App[None]):
         try:
             self.set_keymap(load_keymap())
         except ValueError as err:  # `diffplugin chat` checks it first; this is for apps started from Python
-            self.notify(str(err), severity="error")
+            self.notify(str(err), severity="error", markup=False)
         self.push_screen(ChatScreen(self.session, self.renderer))
 
     def action_toggle_help(self) -> None:
@@ -70,4 +70,4 @@ class ChatApp(App[None]):
         try:
             self.viewer(path)
         except OSError as err:
-            self.notify(f"could not open a viewer: {err}", severity="error")
+            self.notify(f"could not open a viewer: {err}", severity="error", markup=False)

@@ -6,6 +6,8 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from assistant.cli_common import printable
+
 #: (title, action on the chat screen, help)
 ACTIONS = [
     ("Run the plan", "run_plan", "run the proposed plan on the photo (ctrl+r)"),
@@ -23,7 +25,9 @@ class ChatCommands(Provider):
         screen = self.screen
         registry = getattr(getattr(screen, "session", None), "registry", None)
         plugins = await self.app.run_in_thread(registry.plugins) if registry is not None else []
-        self.plugins = [(s.id, ", ".join(s.manifest.tasks), s.manifest.name) for s in plugins if s.runnable]
+        # The palette reads markup in help texts: a manifest's brackets are escaped to show as they are.
+        self.plugins = [(s.id, ", ".join(s.manifest.tasks), printable(s.manifest.name).replace("[", "\\["))
+                        for s in plugins if s.runnable]
 
     def _targets(self):
         from assistant.chat.chat_screen import ChatScreen

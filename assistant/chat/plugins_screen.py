@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from assistant.chat.modals import ConfirmModal
+from assistant.cli_common import printable
 
 
 class PluginsScreen(Screen[bool]):
@@ -38,7 +40,7 @@ class PluginsScreen(Screen[bool]):
                 with Horizontal(id="install-row"):
                     yield Input(placeholder="plugin folder, .zip or .tar.gz to install", id="install-path")
                     yield Button("Install", id="install", variant="primary")
-                yield Label("", id="plugin-status")
+                yield Label("", id="plugin-status", markup=False)  # it quotes manifests and errors
             with VerticalScroll(id="manifest-pane"):
                 yield Static("", id="manifest", markup=False)
         yield Footer()
@@ -56,8 +58,10 @@ class PluginsScreen(Screen[bool]):
         for status, score in rows:
             state = "ready" if status.runnable else ("disabled" if not status.enabled else
                                                      "needs trust" if not status.trusted else "problem")
-            table.add_row(status.id, status.active.version, status.manifest.kind, state,
-                          ", ".join(status.manifest.tasks), "" if score is None else f"{score:.2f}", key=status.id)
+            cells = (status.id, status.active.version, status.manifest.kind, state, ", ".join(status.manifest.tasks),
+                     "" if score is None else f"{score:.2f}")
+            # Text cells: a table reads markup in plain strings, and a manifest's "[/bold]" would stop the screen.
+            table.add_row(*(Text(printable(cell)) for cell in cells), key=status.id)
         if table.row_count:
             table.move_cursor(row=0)
             self._show_manifest(str(table.coordinate_to_cell_key((0, 0)).row_key.value))
@@ -95,7 +99,7 @@ class PluginsScreen(Screen[bool]):
                               allow_unicode=True)
         if status.problems:
             text = "problems: " + "; ".join(status.problems) + "\n\n" + text
-        self.query_one("#manifest", Static).update(text)
+        self.query_one("#manifest", Static).update(printable(text))
 
     def selected(self) -> str | None:
         table = self.query_one("#plugins", DataTable)
@@ -133,14 +137,22 @@ class PluginsScreen(Screen[bool]):
         except Exception as err:
             self.status(f"cannot install {source}: {err}")
             return
-        if manifest.kind == "python":
-            question = (f"{manifest.id} {manifest.version} runs its own Python code on your computer.\n"
-                        f"Author: {', '.join(a.name for a in manifest.authors)}. Install and trust it?")
-            self.app.push_screen(ConfirmModal(question, yes="Trust and install", no="Cancel"),
-                                 lambda trust: self._install(source, bool(trust)) if trust else
-                                 self.status("not installed"))
+        # A plugin that would serve a task another plugin serves now is asked about, as code is.
+        takes_over = [f"{task}: it may be used instead of {', '.join(others)}."
+                      for task, others in self.registry.served_by_others(manifest).items()]
+        trust = manifest.kind == "python"
+        if not trust and not takes_over:
+            self._install(source, False)
             return
-        self._install(source, False)
+        lines = [f"{manifest.id} {manifest.version}"]
+        if trust:
+            lines.append(f"runs its own Python code on your computer (author: "
+                         f"{', '.join(a.name for a in manifest.authors)}).")
+        lines += takes_over
+        lines.append("Install and trust it?" if trust else "Install it?")
+        self.app.push_screen(ConfirmModal("\n".join(lines), yes="Trust and install" if trust else "Install",
+                                          no="Cancel"),
+                             lambda yes: self._install(source, trust) if yes else self.status("not installed"))
 
     def _install(self, source: Path, trust: bool) -> None:
         try:

@@ -200,10 +200,18 @@ class ChatSession:
         """Set a step's option; numbers and true/false are parsed, the rest stays text."""
         import yaml
 
+        from assistant.planning.plan import load_yaml
+
         plan = self._plan()
         if not key.isidentifier():
             raise ChatError(f"'{key}' is not an option name")
-        plan.steps[self._step_index(number)].params[key] = yaml.safe_load(value) if value else None
+        try:
+            parsed = load_yaml(value) if value else None
+        except (ValueError, yaml.YAMLError) as err:  # the bounds' errors are ValueErrors
+            raise ChatError(f"{key}: {str(err).splitlines()[0][:200]}") from None
+        if isinstance(parsed, dict | list):
+            raise ChatError(f"{key}: an option is a number, true/false or text")
+        plan.steps[self._step_index(number)].params[key] = parsed
         self.pending = plan
         return plan
 
@@ -234,7 +242,7 @@ class ChatSession:
 
         current = self.refresh().current
         file = self.store.version_folder(self.id) / f"v{current + 1}-{_stamp()}.png"
-        save_result(image, file)
+        save_result(image, file, overwrite=False)
         version = self.store.add_version(self.id, file, plan, label)
         self.refresh()
         return version
@@ -275,13 +283,11 @@ class ChatSession:
 
     def export(self, output: Path, overwrite: bool = False) -> tuple[list[Path], str]:
         """Write the current version and the plan that replays it from the original (a .plan.yaml beside it)."""
-        from assistant.photo_output import check_output, save_result, sidecar
+        from assistant.photo_output import check_output, save_result
 
         original = self.refresh().photo
-        check_output(output, [Path(original)] if original else [], overwrite)
-        if sidecar(output).exists() and not overwrite:
-            raise ChatError(f"{sidecar(output)} exists; choose another name")
-        written = save_result(self.image(), output, self.combined_plan())
+        check_output(output, [Path(original)] if original else [], overwrite, with_plan=True)
+        written = save_result(self.image(), output, self.combined_plan(), overwrite=overwrite)
         text = f"Saved {output} and its plan {written[-1].name}."
         self.say("assistant", text)
         return written, text

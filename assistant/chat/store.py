@@ -61,6 +61,10 @@ class Version:
     label: str
 
 
+class DamagedStore(ValueError):
+    """The conversations file is not a database, or a damaged one; it is never changed or replaced."""
+
+
 class ConversationStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -77,10 +81,16 @@ class ConversationStore:
         # A connection per call: the app's worker threads use the store too, and sqlite3 connections must not
         # cross threads.
         db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA foreign_keys = ON")
         try:
+            db.execute("PRAGMA foreign_keys = ON")
             with db:
                 yield db
+        except sqlite3.DatabaseError as err:
+            if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise
+            raise DamagedStore(f"{self.path}: the saved conversations cannot be read ({err}); the file was left as "
+                               "it is: move it aside (e.g. rename it to chat.sqlite3.damaged) and the chat starts a "
+                               "new one") from None
         finally:
             db.close()
 

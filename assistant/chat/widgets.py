@@ -6,12 +6,15 @@ import logging
 from typing import Any, ClassVar
 
 import PIL.Image
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar, Static
+
+from assistant.cli_common import printable
 
 # textual-image asks the terminal for its cell size when imported, which it can no longer do once Textual owns
 # the terminal: this module must be imported before the app starts (app.py does). A terminal that does not
@@ -30,7 +33,7 @@ class MessageLog(VerticalScroll):
     """The conversation, newest at the bottom."""
 
     def add(self, role: str, text: str) -> None:
-        self.mount(Static(text, markup=False, classes=f"message {role}"))
+        self.mount(Static(printable(text), markup=False, classes=f"message {role}"))
         self.scroll_end(animate=False)
 
 
@@ -60,7 +63,10 @@ class PlanTable(DataTable):
         self.clear()
         for number, step in enumerate(plan.steps if plan else [], start=1):
             options = ", ".join(f"{k}={v}" for k, v in step.params.items())
-            self.add_row(str(number), step.task, step.plugin, options, step.reason)
+            # Text cells: the reason may come from a language model and the options from the user, and a table
+            # reads markup in plain strings.
+            self.add_row(*(Text(printable(cell)) for cell in (str(number), step.task, step.plugin, options,
+                                                               step.reason)))
         self.display = bool(plan and plan.steps)
         if self.row_count:
             self.move_cursor(row=min(row, self.row_count - 1))
@@ -86,7 +92,7 @@ class EditProgress(Vertical):
     """Two live bars while a plan runs: plan steps, and denoising steps of the diffusion plugin running now."""
 
     def compose(self) -> ComposeResult:
-        yield Label("", id="progress-label")
+        yield Label("", id="progress-label", markup=False)
         yield ProgressBar(id="plan-steps", show_eta=False)
         yield ProgressBar(id="denoise-steps", show_eta=False)
 
@@ -122,7 +128,7 @@ class Preview(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("before", classes="caption")
         yield self.renderer(id="before")
-        yield Label("after", classes="caption", id="after-caption")
+        yield Label("after", classes="caption", id="after-caption", markup=False)  # it names the user's photo
         yield self.renderer(id="after")
 
     def show(self, before: PIL.Image.Image | None, after: PIL.Image.Image | None, caption: str = "after") -> None:

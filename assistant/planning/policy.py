@@ -104,9 +104,8 @@ def user_policy_file() -> Path:
     return data_dir() / "order_policy.yaml"
 
 
-def write_policy_file(policy: OrderPolicy, path: Path) -> Path:
-    from assistant.planning.plan import write_atomic
+def write_policy_file(policy: OrderPolicy, path: Path, overwrite: bool = True) -> Path:
+    from assistant.photo_output import save_text
 
     body = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=118)
-    write_atomic(path, (POLICY_HEADER + body).encode())
-    return path
+    return save_text(path, POLICY_HEADER + body, overwrite)

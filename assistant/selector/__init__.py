@@ -22,7 +22,7 @@ def load_selector(registry: str | Path | None = None, weights: str | Path | None
     from assistant.selector.candidates import registry_candidates
 
     store = store if store is not None else open_registry(registry)
-    offline = OfflineSelector.load(registry_candidates(store), weights or WEIGHTS)
+    offline = OfflineSelector.load(registry_candidates(store), weights or WEIGHTS, cache_folder=store.root)
     if image is None:
         return offline
     from assistant.selector.image import with_image

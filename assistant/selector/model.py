@@ -21,7 +21,14 @@ from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 
 from assistant.selector.clauses import split_clauses
-from assistant.selector.encoder import ADAPTER_FOLDER, encode, load_encoder
+from assistant.selector.encoder import (
+    ADAPTER_FOLDER,
+    EmbeddingCache,
+    encode,
+    encode_batched,
+    encoder_key,
+    load_encoder,
+)
 from registry.embedding import MINILM
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -29,6 +36,8 @@ NULL = "null"
 CONFIG_FILE = "selector.json"
 BANK_TEXTS = "bank.json"
 BANK_EMBEDDINGS = "bank.safetensors"
+#: The embeddings of the enabled plugins' examples, kept in the registry folder between calls.
+EXAMPLES_CACHE = "selector-examples.safetensors"
 
 
 class SelectorConfig(BaseModel):
@@ -143,7 +152,7 @@ class OfflineSelector:
     mode = "offline"
 
     def __init__(self, encoder: Any, bank: SupportBank, candidates: Sequence[Candidate],
-                 config: SelectorConfig) -> None:
+                 config: SelectorConfig, cache: EmbeddingCache | None = None) -> None:
         if not candidates:
             raise ValueError("no plugins to select from: enable or install some (`diffplugin plugins list`)")
         self.encoder = encoder
@@ -154,7 +163,11 @@ class OfflineSelector:
         self.labels = [*sorted({*bank.labels, *self.served} - {NULL}), NULL]
         index = {label: i for i, label in enumerate(self.labels)}
         examples = [(e, c) for c in self.candidates for e in c.examples]
-        example_embeddings = encode(encoder, [e for e, _ in examples]) if examples else bank.embeddings[:0]
+        texts = [e for e, _ in examples]
+        if not examples:
+            example_embeddings = bank.embeddings[:0]
+        else:
+            example_embeddings = cache.encode(encoder, texts) if cache else encode_batched(encoder, texts)
         # A plugin for a task the shipped data does not know claims the requests its examples describe: shipped
         # out-of-scope examples close to them go ("colorize this old photo" is out of scope until a colorize
         # plugin is installed). Known tasks keep their hard negatives ("add rain" stays out of scope).
@@ -175,13 +188,17 @@ class OfflineSelector:
             self._own_rows.setdefault(self.candidates.index(candidate), []).append(offset + row)
 
     @classmethod
-    def load(cls, candidates: Sequence[Candidate], weights: str | Path = WEIGHTS) -> OfflineSelector:
+    def load(cls, candidates: Sequence[Candidate], weights: str | Path = WEIGHTS,
+             cache_folder: Path | None = None) -> OfflineSelector:
+        """The trained selector in `weights`; with `cache_folder`, the examples' embeddings are kept there."""
         weights = Path(weights)
         if not (weights / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{weights}: no {CONFIG_FILE}; not a trained selector folder "
                                     "(train one with `diffplugin train selector`)")
         config = SelectorConfig.model_validate_json((weights / CONFIG_FILE).read_text())
-        return cls(load_encoder(weights / ADAPTER_FOLDER), SupportBank.load(weights), candidates, config)
+        cache = EmbeddingCache(cache_folder / EXAMPLES_CACHE, encoder_key(weights / ADAPTER_FOLDER)) if cache_folder \
+            else None
+        return cls(load_encoder(weights / ADAPTER_FOLDER), SupportBank.load(weights), candidates, config, cache)
 
     def select(self, text: str) -> Selection:
         if not text.strip():

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import reprlib
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 #: Rec. 709 luma weights, for a brightness channel that follows perceived lightness.
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 4
+
+
+def shown(value: object) -> str:
+    """An option's value as an error message quotes it: cut short, so a huge value never makes a huge message."""
+    return _SHORT.repr(value)
 
 
 def to_array(image: Image.Image) -> np.ndarray:
@@ -40,10 +51,10 @@ def number(name: str, value: object, low: float | None = None, high: float | Non
            low_open: bool = False) -> float:
     """`value` as a float within [low, high] (or (low, high] with `low_open`); ValueError naming the option."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"option '{name}' must be a number, got {value!r}")
+        raise ValueError(f"option '{name}' must be a number, got {shown(value)}")
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"option '{name}' must be finite, got {value!r}")
+        raise ValueError(f"option '{name}' must be finite, got {shown(value)}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"option '{name}' must be {'>' if low_open else '>='} {low:g}, got {value:g}")
     if high is not None and value > high:
@@ -51,9 +62,18 @@ def number(name: str, value: object, low: float | None = None, high: float | Non
     return value
 
 
+def check_pixels(width: int, height: int, what: str) -> None:
+    """Refuse, before the work, a result larger than a photo may be (the limit `load_photo` sets for inputs)."""
+    from plugins.data import photos
+
+    if width * height > photos.MAX_PIXELS:
+        raise ValueError(f"{what} would make a {width}x{height} image ({width * height / 1e6:.0f} Mpx); the limit is "
+                         f"{photos.MAX_PIXELS / 1e6:.0f} Mpx")
+
+
 def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"option '{name}' must be one of {', '.join(allowed)}; got {value!r}")
+        raise ValueError(f"option '{name}' must be one of {', '.join(allowed)}; got {shown(value)}")
     return str(value)
 
 

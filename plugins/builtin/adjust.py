@@ -6,12 +6,13 @@ light it stands for; doing them on gamma-encoded values shifts hues and crushes 
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 from PIL import Image
 
-from plugins.builtin._common import LUMA, choice, number, to_array, to_image
+from plugins.builtin._common import LUMA, check_pixels, choice, number, shown, to_array, to_image
 
 
 def srgb_to_linear(array: np.ndarray) -> np.ndarray:
@@ -62,25 +63,28 @@ def white_balance(image: Image.Image, method: str = "gray-world", strength: floa
     return to_image(linear_to_srgb(linear * gains))
 
 
-def resize(image: Image.Image, width: int = 0, height: int = 0, scale: float = 0.0) -> Image.Image:
-    """Resize to `width` x `height` pixels (give one to keep the aspect ratio) or by `scale`; Lanczos filter."""
+def resize(image: Image.Image, width: int = 0, height: int = 0, scale: float | None = None) -> Image.Image:
+    """Resize to `width` x `height` pixels (give one to keep the aspect ratio) or by `scale` (half the size when
+    none is given); Lanczos filter."""
     width = int(number("width", width, 0, 32768))
     height = int(number("height", height, 0, 32768))
-    scale = number("scale", scale, 0.0, 16.0)
-    source = image.convert("RGB")
-    if scale and (width or height):
+    if scale is not None and (width or height):
         raise ValueError("options 'scale' and 'width'/'height' exclude each other; give one or the other")
+    # The default lives here, not in the manifest's options: those are merged into every call, and a default
+    # scale would then clash with a width the user gave.
+    scale = number("scale", 0.5 if scale is None and not (width or height) else scale or 0.0, 0.0, 16.0)
     if scale:
-        width, height = round(source.width * scale), round(source.height * scale)
+        width, height = round(image.width * scale), round(image.height * scale)
     elif width and not height:
-        height = round(source.height * width / source.width)
+        height = round(image.height * width / image.width)
     elif height and not width:
-        width = round(source.width * height / source.height)
+        width = round(image.width * height / image.height)
     elif not width:
         raise ValueError("option 'width', 'height' or 'scale' is needed to resize")
     if width < 1 or height < 1:
         raise ValueError(f"options 'width'/'height'/'scale' give an empty image ({width}x{height})")
-    return source.resize((max(1, width), max(1, height)), Image.Resampling.LANCZOS)
+    check_pixels(width, height, "resize")
+    return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
 
 
 def rotate(image: Image.Image, angle: float = 90.0, expand: bool = True) -> Image.Image:
@@ -88,7 +92,12 @@ def rotate(image: Image.Image, angle: float = 90.0, expand: bool = True) -> Imag
     angles use bicubic resampling, and `expand` grows the canvas so no corner is cut (the new area is black)."""
     angle = number("angle", angle, -360.0, 360.0)
     if not isinstance(expand, bool):
-        raise ValueError(f"option 'expand' must be true or false, got {expand!r}")
+        raise ValueError(f"option 'expand' must be true or false, got {shown(expand)}")
+    if expand:  # the canvas grows to the rotated photo's bounding box: up to twice the pixels at 45 degrees
+        turn = math.radians(angle)
+        cos, sin = abs(math.cos(turn)), abs(math.sin(turn))
+        check_pixels(math.ceil(image.width * cos + image.height * sin),
+                     math.ceil(image.width * sin + image.height * cos), f"rotate by {angle:g} degrees")
     source = image.convert("RGB")
     quarter = angle % 360
     exact = {0.0: None, 90.0: Image.Transpose.ROTATE_90, 180.0: Image.Transpose.ROTATE_180,
@@ -121,9 +130,9 @@ def crop(image: Image.Image, left: float = 0.0, top: float = 0.0, right: float =
     if y1 - y0 < 1:
         raise ValueError(f"options 'top' and 'bottom' remove the whole height ({height} px)")
     if aspect:
-        match = _ASPECT.match(str(aspect))
+        match = _ASPECT.match(aspect) if isinstance(aspect, str) else None
         if not match or float(match[1]) <= 0 or float(match[2]) <= 0:
-            raise ValueError(f"option 'aspect' must look like '16:9', got {aspect!r}")
+            raise ValueError(f"option 'aspect' must look like '16:9', got {shown(aspect)}")
         ratio = float(match[1]) / float(match[2])
         w, h = x1 - x0, y1 - y0
         if w / h > ratio:

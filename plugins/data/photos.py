@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Larger photos are refused before decoding (PIL's own bomb limit is the same order: ~179 Mpx).
+#: Larger photos are refused before decoding, by the size their header states. This is the limit: Pillow's own
+#: decompression-bomb warning (from 89.5 Mpx) is silenced for the check below, and its error comes at 179 Mpx.
 MAX_PIXELS = 120_000_000
 
 
@@ -26,7 +27,7 @@ def load_photo(path: str | Path) -> Image.Image:
         raise ValueError(f"{path}: the file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked next
             with Image.open(path) as opened:
                 width, height = opened.size
                 if width * height > MAX_PIXELS:
@@ -36,8 +37,9 @@ def load_photo(path: str | Path) -> Image.Image:
                 upright = ImageOps.exif_transpose(opened)
                 upright.load()
                 return _to_rgb(upright)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"{path}: too large to open safely ({error})") from None
+    except Image.DecompressionBombError:  # over twice Pillow's limit, so over ours too
+        raise ValueError(f"{path}: too large (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; the limit is "
+                         f"{MAX_PIXELS / 1e6:.0f} Mpx): downscale it first") from None
     except (OSError, UnidentifiedImageError, SyntaxError) as error:  # PIL raises SyntaxError for some bad files
         raise ValueError(f"{path}: not a readable image ({error})") from None
 

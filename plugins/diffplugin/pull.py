@@ -7,8 +7,10 @@ sources are hub ids and URLs or local folders, so it is tested here on local fol
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +20,12 @@ from pydantic import BaseModel, Field
 
 from plugins.diffplugin.convert import SELECTOR_FILE, SELECTOR_FOLDER, ConvertedItem, convert_official
 from plugins.diffplugin.errors import PullError
-from plugins.diffplugin.pipeline import DEFAULT_BASE, DEFAULT_IMAGE_ENCODER, DiffPluginPipeline
+from plugins.diffplugin.pipeline import (
+    DEFAULT_BASE,
+    DEFAULT_IMAGE_ENCODER,
+    DiffPluginPipeline,
+    _is_complete_pipeline_folder,
+)
 from plugins.diffplugin.plugin import SETTINGS_FILE
 
 #: Where the official release keeps its weights (committed to the git repository itself, spec §3).
@@ -30,6 +37,9 @@ BASE_FOLDER = "base"
 PLUGINS_FOLDER = "plugins"
 #: SD's text encoder and tokenizer (`text_encoder/`, `tokenizer/`), which the paper's Plugin-Selector scores with.
 SELECTOR_TEXT_FOLDER = "selector_text"
+
+#: How long to wait for the hub to accept a connection before calling it unreachable.
+HUB_PROBE_TIMEOUT_S = 10
 
 #: (what, bytes done, bytes total or None) -> None
 DownloadProgress = Callable[[str, int, int | None], None]
@@ -46,17 +56,63 @@ class PullResult(BaseModel):
     notes: list[str] = Field(default_factory=list, description="What was skipped, and why; nothing failed.")
 
 
-def pull_base(base: str, image_encoder: str, out_dir: Path) -> Path:
-    """Load the base model (hub id or folder) on CPU in fp32 and save it as one self-contained folder."""
+def load_base(base: str | Path, image_encoder: str | Path) -> DiffPluginPipeline:
+    """The base model (hub id or folder) on CPU in fp32, for pulling or training. A source that cannot be had (no
+    such folder; a hub id neither cached nor reachable) is refused before anything is downloaded, in one line."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    sources = {"--base": str(base)}
+    if not _is_complete_pipeline_folder(base):  # such a folder holds its image encoder
+        sources["--image-encoder"] = str(image_encoder)
+    hub = {option: source for option, source in sources.items() if not Path(source).expanduser().exists()}
+    for option, source in hub.items():
+        try:
+            validate_repo_id(source)
+        except HFValidationError:
+            raise PullError(f"{option} {source}: no such folder (and not a hub id)") from None
+    for option, source in hub.items():
+        problem = hub_problem(source)
+        if problem:
+            raise PullError(f"{option} {source}: {problem}; on a machine with internet access run "
+                            f"{' and '.join(f'`hf download {s}`' for s in hub.values())} and pass "
+                            f"{'them' if len(hub) > 1 else 'it'} as {' '.join(f'{o} DIR' for o in hub)}")
     try:
-        pipe = DiffPluginPipeline.from_base(base, image_encoder, device="cpu", dtype=torch.float32)
+        return DiffPluginPipeline.from_base(base, image_encoder, device="cpu", dtype=torch.float32)
     except (OSError, ValueError) as err:
         raise PullError(
             f"could not load the base model '{base}' with image encoder '{image_encoder}': "
-            f"{str(err).splitlines()[0]}\nIf this machine has no internet access, download both on one that "
-            "has (e.g. `hf download CompVis/stable-diffusion-v1-4` and `hf download openai/clip-vit-large-patch14`) "
-            "and pass their folders: --base DIR --image-encoder DIR."
+            f"{str(err).splitlines()[0]}; pass diffusers folders of both: --base DIR --image-encoder DIR"
         ) from err
+
+
+def hub_problem(repo_id: str) -> str | None:
+    """Why the hub model `repo_id` cannot be loaded here, or None (it is in the local cache, or the hub answers).
+    Asked before loading, because the loaders retry an unreachable hub for half a minute and then blame a missing
+    config.json."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+        return None
+    except LocalEntryNotFoundError:
+        pass
+    if constants.HF_HUB_OFFLINE:
+        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set (unset it to download)"
+    address = urllib.parse.urlsplit(constants.ENDPOINT)
+    host = address.hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, address.port or (443 if address.scheme == "https" else 80)),
+                                 timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        return f"cannot be downloaded: no connection to {host} ({err.strerror or err})"
+    return None
+
+
+def pull_base(base: str, image_encoder: str, out_dir: Path) -> Path:
+    """Load the base model (hub id or folder) on CPU in fp32 and save it as one self-contained folder."""
+    pipe = load_base(base, image_encoder)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
@@ -111,9 +167,9 @@ def download_official(url: str, tasks: Sequence[str], dest: Path, progress: Down
                         progress(relative, done, total)
         except (urllib.error.URLError, OSError) as err:
             raise PullError(
-                f"could not download {address}: {err}\nIf this machine has no internet access, clone "
-                "https://github.com/yuhaoliu7456/Diff-Plugin on one that has and pass its pre-trained/ folder: "
-                "--official DIR (or convert it directly: `diffplugin models convert DIR -o OUT`)."
+                f"could not download {address}: {err}; without internet access here, clone "
+                "https://github.com/yuhaoliu7456/Diff-Plugin on a machine that has it and pass its pre-trained/ "
+                "folder: --official DIR (or convert it directly: `diffplugin models convert DIR -o OUT`)"
             ) from err
     return dest
 
@@ -149,7 +205,6 @@ def pull(
         if (base_dir / "model_index.json").is_file() and not overwrite:
             kept.append(str(base_dir))
         else:
-            models_dir.mkdir(parents=True, exist_ok=True)
             pull_base(base, image_encoder, base_dir)
         text_dir = models_dir / SELECTOR_TEXT_FOLDER
         if (text_dir / "text_encoder" / "config.json").is_file() and not overwrite:

@@ -212,7 +212,9 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
         )
     pairs = read_pairs(config.data)
     if pipe is None:
-        pipe = DiffPluginPipeline.from_base(config.base, config.image_encoder, device="cpu", dtype=torch.float32)
+        from plugins.diffplugin.pull import load_base
+
+        pipe = load_base(config.base, config.image_encoder)
     for frozen in (pipe.vae, pipe.unet, pipe.image_encoder):
         frozen.requires_grad_(False).eval()
     pipe.to(accelerator.device)
