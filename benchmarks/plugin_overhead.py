@@ -3,9 +3,18 @@
 Times, in one run and on the same machine:
 
 * the bare SD-1.x UNet (one forward pass = one denoising step; Diff-Plugin uses no classifier-free guidance);
-* one step as the pipeline and the training run it (``predict_noise``): the SCB, then the UNet with
-  ``down_block_additional_residuals=residuals + padding`` and ``mid_block_additional_residual=zero``;
-* the SCB alone (per step) and the TPB alone (once per image, amortised over ``--steps``).
+* the per-step path (``predict_noise`` as training runs it, and the pipeline with ``scb_batch=1`` or
+  ``compile_denoiser``): the SCB, then the UNet with ``down_block_additional_residuals=residuals + padding`` and
+  ``mid_block_additional_residual=zero``;
+* the batched path (the pipeline's default): ``scb_residuals`` gives the SCB's residuals for every timestep of
+  the ``--steps`` UniPC schedule in as few calls as its memory budget allows (the SCB never sees the noisy
+  latent), then each step is the UNet with those residuals (``predict_noise(..., residuals=...)``);
+* the SCB alone (per step) and the TPB alone (once per image).
+
+Per image, the plugin costs ``steps x (UNet + SCB) + TPB`` on the per-step path and ``steps x (UNet with
+residuals) + batched SCB + TPB`` on the batched path, against ``steps x UNet`` bare. With ``--images`` (the
+default on CUDA, where kernel launches overlap and per-call timings mislead) the three per-image denoising loops
+are also timed whole.
 
 All modules are full size with random weights (nothing is downloaded): the UNet uses SD-1.4's config, the TPB
 and SCB their default (official) configs, and the SCB's zero convs get random weights so that every layer does
@@ -16,7 +25,7 @@ pass per image that the TPB needs).
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/plugin_overhead.py                 # CPU: fp32, 256x256, 5 repeats
-    PYTHONPATH=. python benchmarks/plugin_overhead.py --device cuda   # GPU: fp16, 512x512, 20 repeats
+    PYTHONPATH=. python benchmarks/plugin_overhead.py --device cuda   # GPU: fp16, 512x512, 20 repeats, --images
     PYTHONPATH=. python benchmarks/plugin_overhead.py --json          # one JSON object instead of the table
 """
 
@@ -33,12 +42,12 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import UNet2DConditionModel, UniPCMultistepScheduler
 from torch import nn
 
-from plugins.diffplugin.pipeline import predict_noise
+from plugins.diffplugin.pipeline import predict_noise, scb_batch_size, scb_residuals
 from plugins.diffplugin.scb import SCBNet
-from plugins.diffplugin.tiny import SD14_UNET_CONFIG
+from plugins.diffplugin.tiny import SD1_SCHEDULE, SD14_UNET_CONFIG
 from plugins.diffplugin.tpb import TPBNet
 
 #: Patch tokens of CLIP ViT-L/14 at 224 px (16x16 patches, CLS dropped) and their width.
@@ -61,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="denoising steps per image (amortises the TPB)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (20 on cuda, 5 on cpu)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (5 on cuda, 1 on cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--images", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time whole per-image denoising loops (default: on cuda only)")
+    parser.add_argument("--scb-batch", type=int, default=None,
+                        help="timesteps per batched SCB call (default: as the pipeline picks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
@@ -71,10 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.size = args.size if args.size is not None else (512 if on_cuda else 256)
     args.repeats = args.repeats if args.repeats is not None else (20 if on_cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
+    args.images = on_cuda if args.images is None else args.images
     if args.size < 8 or args.size % 8:
         parser.error(f"--size must be a positive multiple of 8 (the VAE factor), got {args.size}")
     if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--steps and --repeats must be >= 1 and --warmup >= 0")
+    if (args.threads is not None and args.threads < 1) or (args.scb_batch is not None and args.scb_batch < 1):
+        parser.error("--threads and --scb-batch must be >= 1")
     return args
 
 
@@ -146,9 +163,23 @@ def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device,
     return times
 
 
+def _peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Memory `fn` allocates at its peak beyond what was held before it (CUDA only; None elsewhere)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    held = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - held
+
+
 @torch.inference_mode()
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device, dtype = args.device, DTYPES[args.dtype]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     load_before = _loadavg()
     started = time.perf_counter()
     unet, tpb, scb = build_modules(device, dtype, args.seed)
@@ -161,6 +192,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clip_tokens = torch.randn(1, CLIP_TOKENS, CLIP_WIDTH, generator=gen).to(device=device, dtype=dtype)
     t = torch.tensor(TIMESTEP, device=device)
     prompt = tpb(clip_tokens)
+    scheduler = UniPCMultistepScheduler(**SD1_SCHEDULE, final_sigmas_type="sigma_min")
+    scheduler.set_timesteps(args.steps, device=device)
+    timesteps = scheduler.timesteps
+    per_call = args.scb_batch or scb_batch_size(cond.shape, scb.config.block_out_channels[0], dtype, device)
+    residuals = next(scb_residuals(scb, cond, t[None], prompt))
 
     def bare() -> torch.Tensor:
         return unet(sample, t, encoder_hidden_states=prompt).sample
@@ -168,22 +204,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def scb_only() -> tuple[torch.Tensor, ...]:
         return scb(cond, t, prompt).down_block_res_samples
 
-    def with_plugin() -> torch.Tensor:  # the very call the pipeline and the training make
+    def with_plugin() -> torch.Tensor:  # the per-step path: the very call training makes
         return predict_noise(unet, scb, sample, t, prompt, cond)
+
+    def with_residuals() -> torch.Tensor:  # one step of the batched path
+        return predict_noise(unet, scb, sample, t, prompt, cond, residuals=residuals)
+
+    def scb_schedule() -> list[tuple[torch.Tensor, ...]]:  # every step's residuals, as the pipeline batches them
+        return list(scb_residuals(scb, cond, timesteps, prompt, per_call=per_call))
 
     def tpb_only() -> torch.Tensor:
         return tpb(clip_tokens)
 
-    times = time_interleaved({"unet": bare, "unet_scb": with_plugin, "scb": scb_only, "tpb": tpb_only},
-                             device, args.repeats, args.warmup)
+    # Whole per-image denoising loops (no scheduler update: it costs the same in all three).
+    def image_bare() -> None:
+        for step in timesteps:
+            unet(sample, step, encoder_hidden_states=prompt)
+
+    def image_per_step() -> None:
+        tpb(clip_tokens)
+        for step in timesteps:
+            predict_noise(unet, scb, sample, step, prompt, cond)
+
+    def image_batched() -> None:
+        tpb(clip_tokens)
+        for step, step_residuals in zip(timesteps, scb_residuals(scb, cond, timesteps, prompt, per_call=per_call),
+                                        strict=True):
+            predict_noise(unet, scb, sample, step, prompt, cond, residuals=step_residuals)
+
+    fns: dict[str, Callable[[], object]] = {"unet": bare, "unet_scb": with_plugin, "unet_res": with_residuals,
+                                            "scb": scb_only, "scb_schedule": scb_schedule, "tpb": tpb_only}
+    if args.images:
+        fns |= {"image_bare": image_bare, "image_per_step": image_per_step, "image_batched": image_batched}
+    times = time_interleaved(fns, device, args.repeats, args.warmup)
     med = {name: statistics.median(values) for name, values in times.items()}
     best = {name: min(values) for name, values in times.items()}
-    spread = max(max(times[name]) / min(times[name]) for name in ("unet", "unet_scb"))
+    spread = max(max(times[name]) / min(times[name]) for name in ("unet", "unet_scb", "unet_res"))
 
     p_unet, p_tpb, p_scb = num_params(unet), num_params(tpb), num_params(scb)
-    image_bare = args.steps * med["unet"]
-    image_plugin = args.steps * med["unet_scb"] + med["tpb"]
-    return {
+    image_bare_ms = args.steps * med["unet"]
+    image_per_step_ms = args.steps * med["unet_scb"] + med["tpb"]
+    image_batched_ms = args.steps * med["unet_res"] + med["scb_schedule"] + med["tpb"]
+    result: dict[str, Any] = {
         "device": str(device),
         "device_name": device_name(device),
         "dtype": args.dtype,
@@ -195,6 +257,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "size": args.size,
         "latent": latent,
         "steps": args.steps,
+        "scb_timesteps_per_call": per_call,
+        "scb_calls_per_image": -(-args.steps // per_call),
         "repeats": args.repeats,
         "warmup": args.warmup,
         "params": {
@@ -207,31 +271,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ms": {
             "unet_per_step": med["unet"],
             "unet_scb_per_step": med["unet_scb"],
+            "unet_with_residuals_per_step": med["unet_res"],
             "scb_per_step": med["scb"],
+            "scb_batched_per_image": med["scb_schedule"],
             "tpb_per_image": med["tpb"],
             "tpb_amortised_per_step": med["tpb"] / args.steps,
-            "image_bare": image_bare,
-            "image_with_plugin": image_plugin,
+            "image_bare": image_bare_ms,
+            "image_per_step": image_per_step_ms,
+            "image_batched": image_batched_ms,
+            # Kept under its former name: the per-step path, the pipeline's only path before batching.
+            "image_with_plugin": image_per_step_ms,
         },
         "overhead": {
             "per_step_ratio": med["unet_scb"] / med["unet"],
-            "per_image_ratio": image_plugin / image_bare,
-            "per_image_pct": 100.0 * (image_plugin / image_bare - 1.0),
-            # Cross-check from separately timed parts: less sensitive to a noisy bare-UNet median on a busy CPU.
+            "per_image_ratio": image_per_step_ms / image_bare_ms,
+            "per_image_pct": 100.0 * (image_per_step_ms / image_bare_ms - 1.0),
+            "batched_per_image_ratio": image_batched_ms / image_bare_ms,
+            "batched_per_image_pct": 100.0 * (image_batched_ms / image_bare_ms - 1.0),
+            "batched_over_per_step": image_batched_ms / image_per_step_ms,
+            # Cross-checks from separately timed parts: less sensitive to a noisy bare-UNet median on a busy CPU.
             "scb_over_unet_pct": 100.0 * med["scb"] / med["unet"],
+            "scb_batched_over_unet_pct": 100.0 * med["scb_schedule"] / image_bare_ms,
+            "residual_path_over_unet_pct": 100.0 * (med["unet_res"] / med["unet"] - 1.0),
         },
-        "min_ms": {
-            "unet_per_step": best["unet"],
-            "unet_scb_per_step": best["unet_scb"],
-            "scb_per_step": best["scb"],
-            "tpb_per_image": best["tpb"],
+        "min_ms": {name: best[name] for name in ("unet", "unet_scb", "unet_res", "scb", "scb_schedule", "tpb")},
+        "scb_peak_extra_bytes": {
+            "per_step_call": _peak_extra_bytes(scb_only, device),
+            "batched_call": _peak_extra_bytes(
+                lambda: scb(cond, timesteps[:per_call], prompt).down_block_res_samples, device),
         },
         "raw_ms": times,
         "spread": spread,
         "loadavg_1min": {"before": load_before, "after": _loadavg()},
         "build_s": build_s,
-        "total_s": time.perf_counter() - started,
     }
+    if args.images:
+        result["whole_image_ms"] = {"bare": med["image_bare"], "per_step": med["image_per_step"],
+                                    "batched": med["image_batched"]}
+        result["whole_image_ratio"] = {"per_step": med["image_per_step"] / med["image_bare"],
+                                       "batched": med["image_batched"] / med["image_bare"]}
+    result["total_s"] = time.perf_counter() - started
+    return result
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -243,25 +323,42 @@ def format_table(r: dict[str, Any]) -> str:
          f"torch {r['torch']}, diffusers {r['diffusers']}, Python {r['python']}"),
         f"{r['repeats']} interleaved repeats after {r['warmup']} warm-up; overheads use the medians",
         "",
-        f"{'parameters':<40}{'count':>16}",
-        f"{'  UNet':<40}{p['unet']:>16,}",
-        f"{'  TPB':<40}{p['tpb']:>16,}",
-        f"{'  SCB':<40}{p['scb']:>16,}",
-        f"{'  plugin (TPB + SCB)':<40}{p['plugin']:>16,}",
-        f"{'  plugin / UNet':<40}{p['plugin_pct_of_unet']:>15.2f}%",
+        f"{'parameters':<48}{'count':>14}",
+        f"{'  UNet':<48}{p['unet']:>14,}",
+        f"{'  TPB':<48}{p['tpb']:>14,}",
+        f"{'  SCB':<48}{p['scb']:>14,}",
+        f"{'  plugin (TPB + SCB)':<48}{p['plugin']:>14,}",
+        f"{'  plugin / UNet':<48}{p['plugin_pct_of_unet']:>13.2f}%",
         "",
-        f"{'time':<40}{'median ms':>16}{'min ms':>12}",
-        f"{'  bare UNet, per step':<40}{ms['unet_per_step']:>16.2f}{best['unet_per_step']:>12.2f}",
-        f"{'  UNet + SCB, per step':<40}{ms['unet_scb_per_step']:>16.2f}{best['unet_scb_per_step']:>12.2f}",
-        f"{'  SCB alone, per step':<40}{ms['scb_per_step']:>16.2f}{best['scb_per_step']:>12.2f}",
-        f"{'  TPB, per image':<40}{ms['tpb_per_image']:>16.2f}{best['tpb_per_image']:>12.2f}",
-        f"{'  image, ' + str(r['steps']) + ' steps, bare UNet':<40}{ms['image_bare']:>16.1f}",
-        f"{'  image, ' + str(r['steps']) + ' steps, with plugin (+TPB)':<40}{ms['image_with_plugin']:>16.1f}",
+        f"{'time':<48}{'median ms':>14}{'min ms':>12}",
+        f"{'  bare UNet, per step':<48}{ms['unet_per_step']:>14.2f}{best['unet']:>12.2f}",
+        f"{'  UNet + SCB, per step (per-step path)':<48}{ms['unet_scb_per_step']:>14.2f}{best['unet_scb']:>12.2f}",
+        (f"{'  UNet with given residuals, per step':<48}{ms['unet_with_residuals_per_step']:>14.2f}"
+         f"{best['unet_res']:>12.2f}"),
+        f"{'  SCB alone, per step':<48}{ms['scb_per_step']:>14.2f}{best['scb']:>12.2f}",
+        (f"{'  SCB batched, all ' + str(r['steps']) + ' timesteps (' + str(r['scb_calls_per_image']) + ' calls)':<48}"
+         f"{ms['scb_batched_per_image']:>14.2f}{best['scb_schedule']:>12.2f}"),
+        f"{'  TPB, per image':<48}{ms['tpb_per_image']:>14.2f}{best['tpb']:>12.2f}",
+        f"{'  image, ' + str(r['steps']) + ' steps, bare UNet':<48}{ms['image_bare']:>14.1f}",
+        f"{'  image, per-step path (+TPB)':<48}{ms['image_per_step']:>14.1f}",
+        f"{'  image, batched path (+TPB)':<48}{ms['image_batched']:>14.1f}",
         "",
-        (f"overhead: x{o['per_step_ratio']:.3f} per step, x{o['per_image_ratio']:.3f} per image "
-         f"({o['per_image_pct']:+.1f}%); SCB alone / bare UNet: {o['scb_over_unet_pct']:.1f}%"),
-        f"(building the modules took {r['build_s']:.1f} s; whole run {r['total_s']:.1f} s)",
+        (f"per image, against the bare UNet: per-step path x{o['per_image_ratio']:.3f} ({o['per_image_pct']:+.1f}%), "
+         f"batched path x{o['batched_per_image_ratio']:.3f} ({o['batched_per_image_pct']:+.1f}%); "
+         f"batched / per-step x{o['batched_over_per_step']:.3f}"),
+        (f"parts: SCB alone / bare UNet {o['scb_over_unet_pct']:.1f}% per step; batched SCB "
+         f"{o['scb_batched_over_unet_pct']:.1f}% of a bare image; UNet with residuals / bare UNet "
+         f"{o['residual_path_over_unet_pct']:+.1f}%"),
     ]
+    if "whole_image_ms" in r:
+        w, wr = r["whole_image_ms"], r["whole_image_ratio"]
+        rows.append(f"whole per-image loops timed: bare {w['bare']:.1f} ms, per-step {w['per_step']:.1f} ms "
+                    f"(x{wr['per_step']:.3f}), batched {w['batched']:.1f} ms (x{wr['batched']:.3f})")
+    peak = r["scb_peak_extra_bytes"]
+    if peak["per_step_call"] is not None:
+        rows.append(f"SCB peak memory: {peak['per_step_call'] / 2**20:.0f} MiB per-step call, "
+                    f"{peak['batched_call'] / 2**20:.0f} MiB batched call ({r['scb_timesteps_per_call']} timesteps)")
+    rows.append(f"(building the modules took {r['build_s']:.1f} s; whole run {r['total_s']:.1f} s)")
     load = r["loadavg_1min"]
     if load["before"] is not None:
         rows.append(f"1-min load average: {load['before']:.2f} before, {load['after']:.2f} after")

@@ -47,15 +47,21 @@ def test_untrained_plugin_leaves_the_unet_output_unchanged(tiny_pipe, make_plugi
 
 
 class Recorder:
-    """Records what the SCB and the UNet receive at every denoising step."""
+    """Records what the SCB receives at every call (one call may batch several timesteps) and what the UNet
+    receives at every denoising step."""
 
     def __init__(self, pipe, plugin) -> None:
         self.cond: list[torch.Tensor] = []
+        self.timesteps: list[int] = []
         self.unet_latents: list[torch.Tensor] = []
         self.handles = [
-            plugin.scb.register_forward_pre_hook(lambda m, args: self.cond.append(args[0].clone())),
+            plugin.scb.register_forward_pre_hook(self._scb_call),
             pipe.unet.register_forward_pre_hook(lambda m, args: self.unet_latents.append(args[0].clone())),
         ]
+
+    def _scb_call(self, module, args) -> None:
+        self.cond.append(args[0].clone())
+        self.timesteps += torch.as_tensor(args[1]).flatten().tolist()
 
     def __enter__(self):
         return self
@@ -71,7 +77,7 @@ def test_scb_sees_only_the_degraded_latent_never_the_noisy_one(tiny_pipe, make_p
         run(tiny_pipe, photo, plugin, num_inference_steps=5)
     processed = tiny_pipe.image_processor.preprocess(photo, height=64, width=96)
     expected = tiny_pipe.encode_condition(processed)
-    assert len(seen.cond) == 5
+    assert len(seen.timesteps) == 5
     assert all(torch.allclose(c, expected, atol=1e-5) for c in seen.cond)
     assert not torch.allclose(seen.unet_latents[0], seen.unet_latents[-1])
 
@@ -109,14 +115,14 @@ def test_chain_runs_later_plugins_with_few_steps_on_the_previous_output(tiny_pip
             chained = run(tiny_pipe, photo, [first, second], output_type="np").images
     finally:
         handle.remove()
-    assert len(seen_first.cond) == 20 and len(seen_second.cond) == 3
+    assert len(seen_first.timesteps) == 20 and len(seen_second.timesteps) == 3
     assert len(clip_calls) == 1  # CLIP tokens of the original photo serve the whole chain
     assert not torch.allclose(seen_first.cond[0], seen_second.cond[0])  # second plugin sees the first's output
     single = run(tiny_pipe, photo, first, output_type="np").images
     assert not np.allclose(chained, single)
     with Recorder(tiny_pipe, second) as seen:
         run(tiny_pipe, photo, [first, second], chain_num_inference_steps=5)
-    assert len(seen.cond) == 5
+    assert len(seen.timesteps) == 5
 
 
 def test_bad_inputs_are_named(tiny_pipe, make_plugin, photo) -> None:

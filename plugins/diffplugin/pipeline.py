@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,18 @@ from plugins.diffplugin.scb import SCBNet
 
 DEFAULT_BASE = "CompVis/stable-diffusion-v1-4"
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-large-patch14"
+
+#: Activation memory one SCB call holds at its peak, per timestep, in elements of one full-resolution feature map
+#: (h x w x width): measured 28-35 on CPU (fp32, SD-1.x SCB, latents 32 and 64), about 160 MiB at 512 px in fp32,
+#: as much as the UNet's own peak there.
+SCB_ACTIVATIONS_PER_ELEMENT = 32
+#: Most activation memory one batched SCB call may take on CUDA, where batching saves kernel launches: 6 timesteps
+#: per call at 512 px in fp16, one at 1024 px, where a single call already fills the GPU.
+SCB_BATCH_BYTES = 512 * 2**20
+#: The same on other devices. A CPU is bound by arithmetic, which batching does not reduce: it only pays at small
+#: latents (2x at 64 px), and at 256 px 12 timesteps per call ran 20% slower than 1 to 4 (docs/benchmarks.md). 3
+#: timesteps per call at 256 px in fp32, 1 (the per-step path) at 512 px.
+SCB_BATCH_BYTES_CPU = 128 * 2**20
 
 ResizeMode = Literal["min", "exact"]
 ChainClip = Literal["original", "current"]
@@ -76,6 +88,9 @@ class DiffPluginPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.denoiser: Callable[..., torch.Tensor] = predict_noise
+        #: Timesteps per SCB call: `None` batches a run's residuals within a memory budget (`scb_batch_size`); 1
+        #: runs the SCB inside every denoiser call (the per-step path, which `compile_denoiser` fuses into one graph).
+        self.scb_batch: int | None = None
 
     def compile_denoiser(self) -> None:
         """Run every denoiser call (SCB + UNet) as one `torch.compile`d CUDA graph: ~3x faster per photo on an
@@ -86,6 +101,9 @@ class DiffPluginPipeline(DiffusionPipeline):
         # One graph for both: separate graphs would let the SCB's next replay overwrite residuals the UNet's graph
         # still reads. The output is cloned because UniPC keeps past outputs across steps.
         graphed = torch.compile(predict_noise, mode="reduce-overhead")
+        # Inside the graph the SCB's launches cost nothing; the eager batched SCB is measured against this in
+        # benchmarks/gpu_compile.py.
+        self.scb_batch = 1
 
         def denoiser(*args: Any, **kwargs: Any) -> torch.Tensor:
             torch.compiler.cudagraph_mark_step_begin()
@@ -184,12 +202,15 @@ class DiffPluginPipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         pure_noise = plugin.settings.start == "noise"
         latents = noise * self.scheduler.init_noise_sigma
+        batched = None if self.scb_batch == 1 else \
+            scb_residuals(plugin.scb, cond, timesteps, prompt, conditioning_scale, self.scb_batch)
 
         for i, t in enumerate(self.progress_bar(timesteps)):
             if not pure_noise and t >= plugin.settings.time_threshold:
                 latents = self.scheduler.add_noise(cond, noise, t.reshape(1))
             noise_pred = self.denoiser(self.unet, plugin.scb, self.scheduler.scale_model_input(latents, t), t,
-                                       prompt, cond, conditioning_scale)
+                                       prompt, cond, conditioning_scale,
+                                       residuals=None if batched is None else next(batched))
             latents = self.scheduler.step(noise_pred, t, latents).prev_sample
             if callback is not None:
                 callback(self, {"plugin_index": plugin_index, "task": plugin.task, "step": i,
@@ -320,10 +341,15 @@ def predict_noise(
     prompt: torch.Tensor,
     cond: torch.Tensor,
     conditioning_scale: float = 1.0,
+    residuals: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
     """One denoiser call of a Task-Plugin: SCB residuals into the UNet's first skips, the prompt into every
-    cross-attention. Shared by inference and training."""
-    residuals = scb(cond, timestep, prompt, conditioning_scale=conditioning_scale).down_block_res_samples
+    cross-attention. Shared by inference and training.
+
+    `residuals`: this step's SCB output when the caller already has it (`scb_residuals` computes a whole
+    schedule's in batches); the SCB then does not run here."""
+    if residuals is None:
+        residuals = scb(cond, timestep, prompt, conditioning_scale=conditioning_scale).down_block_res_samples
     # Under mixed-precision training the plugin's outputs come back in fp32 while the frozen UNet is fp16/bf16.
     prompt = prompt.to(unet.dtype)
     residuals = tuple(r.to(unet.dtype) for r in residuals)
@@ -337,6 +363,43 @@ def predict_noise(
         down_block_additional_residuals=residuals + padding,
         mid_block_additional_residual=zero,
     ).sample
+
+
+def scb_batch_size(latent_shape: Sequence[int], channels: int, dtype: torch.dtype, device: torch.device,
+                   budget_bytes: int | None = None) -> int:
+    """How many timesteps one SCB call may batch so that its activations stay within `budget_bytes` (by default
+    `SCB_BATCH_BYTES` on CUDA, `SCB_BATCH_BYTES_CPU` elsewhere)."""
+    if budget_bytes is None:
+        budget_bytes = SCB_BATCH_BYTES if device.type == "cuda" else SCB_BATCH_BYTES_CPU
+    height, width = latent_shape[-2:]
+    per_timestep = height * width * channels * SCB_ACTIVATIONS_PER_ELEMENT * torch.finfo(dtype).bits // 8
+    return max(1, budget_bytes // per_timestep)
+
+
+def scb_residuals(
+    scb: SCBNet,
+    cond: torch.Tensor,
+    timesteps: torch.Tensor,
+    prompt: torch.Tensor,
+    conditioning_scale: float = 1.0,
+    per_call: int | None = None,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The SCB's residuals for each of `timesteps` in turn, computed `per_call` timesteps per SCB call.
+
+    The SCB sees the degraded latent, the prompt and the timestep, never the noisy latent, so a run's residuals
+    are known before its first step. Batching them costs one SCB call (and its kernel launches) per chunk instead
+    of per step; chunks are computed as they are needed, so at most one chunk is held. `per_call=None` batches as
+    many as `scb_batch_size` allows at this latent size; 1 is the per-step path."""
+    if per_call is None:
+        per_call = scb_batch_size(cond.shape, scb.config.block_out_channels[0], cond.dtype, cond.device)
+    if per_call < 1:
+        raise ValueError(f"per_call must be >= 1, got {per_call}.")
+    for start in range(0, len(timesteps), per_call):
+        chunk = timesteps[start:start + per_call]
+        residuals = scb(cond, chunk, prompt, conditioning_scale=conditioning_scale).down_block_res_samples
+        for i in range(len(chunk)):
+            yield tuple(r[i:i + 1] for r in residuals)
+        del residuals  # not held while the next chunk is computed
 
 
 def _is_complete_pipeline_folder(base: str | Path) -> bool:

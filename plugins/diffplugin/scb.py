@@ -118,9 +118,13 @@ class SCBNet(ModelMixin, ConfigMixin):
     ) -> SCBOutput | tuple[tuple[torch.Tensor, ...]]:
         """Residuals for the UNet's first `layers_per_block + 1` skips.
 
+        One condition (batch 1) with T timesteps gives the residuals of all T in one call, batch T: a sampler
+        can compute a whole schedule's residuals at once, as they never depend on the noisy latent.
+
         Args:
             cond_latent (`torch.Tensor` [B, 4, h, w]): Scaled VAE posterior mean of the degraded photo.
-            timestep (`torch.Tensor` or number): The current diffusion timestep.
+            timestep (`torch.Tensor` or number): The diffusion timestep: one, one per sample, or (with B = 1)
+                any number T of them.
             encoder_hidden_states (`torch.Tensor` [B, N, cross_attention_dim]): The TPB task prompt.
             conditioning_scale (`float`, defaults to 1.0): Multiplier on every residual.
         """
@@ -128,18 +132,26 @@ class SCBNet(ModelMixin, ConfigMixin):
         timesteps = torch.as_tensor(timestep, device=cond_latent.device)
         if timesteps.ndim == 0:
             timesteps = timesteps[None]
-        timesteps = timesteps.expand(batch)
+        steps = timesteps.shape[0]
+        if batch != 1 and steps not in (1, batch):
+            raise ValueError(f"{steps} timesteps for a batch of {batch} conditions: pass 1, {batch}, or a batch of 1.")
+        size = max(batch, steps)
         # The sinusoidal projection is computed in fp32; cast for fp16 weights.
-        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=cond_latent.dtype))
+        emb = self.time_embedding(self.time_proj(timesteps.expand(size)).to(dtype=cond_latent.dtype))
 
+        # The stem and its residual do not depend on the timestep: computed once per condition, then broadcast.
         hidden = self.controlnet_cond_embedding(cond_latent)
-        skips: tuple[torch.Tensor, ...] = (hidden,)
+        first = self.controlnet_down_blocks[0](hidden) * conditioning_scale
+        hidden = hidden.expand(size, *hidden.shape[1:])
+        encoder_hidden_states = encoder_hidden_states.expand(size, *encoder_hidden_states.shape[1:])
+        skips: tuple[torch.Tensor, ...] = ()
         for block in self.down_blocks:
             hidden, block_skips = block(hidden_states=hidden, temb=emb, encoder_hidden_states=encoder_hidden_states)
             skips += tuple(block_skips)
 
-        residuals = tuple(
-            conv(s) * conditioning_scale for conv, s in zip(self.controlnet_down_blocks, skips, strict=True)
+        residuals = (
+            first.expand(size, *first.shape[1:]),
+            *(conv(s) * conditioning_scale for conv, s in zip(self.controlnet_down_blocks[1:], skips, strict=True)),
         )
         if not return_dict:
             return (residuals,)
