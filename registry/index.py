@@ -53,8 +53,9 @@ def embedding_function():
     Loaded once per process."""
     from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
-    from registry.embedding import minilm_path
+    from registry.embedding import minilm_path, quiet_transformers
 
+    quiet_transformers()
     return SentenceTransformerEmbeddingFunction(model_name=str(minilm_path()), device="cpu",
                                                 normalize_embeddings=True)
 

@@ -20,9 +20,6 @@ import yaml
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from assistant.selector import encoder as encoder_module
-from assistant.selector.encoder import BATCH, EmbeddingCache
-from assistant.selector.model import WEIGHTS, Candidate, OfflineSelector, SelectorConfig, SupportBank
 from registry import index as index_module
 from registry.errors import InstallRefused, ManifestError, RegistryError
 from registry.files import ArchiveLimits, sha256_file
@@ -95,34 +92,6 @@ def test_a_plugin_with_thousands_of_examples_is_not_installed(registry: Registry
     with pytest.raises(ManifestError, match="examples"):
         registry.validate(folder)
     assert snapshot(registry.root) == before
-
-
-def test_examples_are_embedded_in_bounded_batches_and_cached(tmp_path: Path, monkeypatch) -> None:
-    calls: list[int] = []
-
-    def fake_encode(model, texts, grad=False):
-        calls.append(len(texts))
-        rows = torch.stack([torch.randn(384, generator=torch.Generator().manual_seed(hash(t) % 2**31))
-                            for t in texts])
-        return torch.nn.functional.normalize(rows, dim=-1)
-
-    monkeypatch.setattr(encoder_module, "encode", fake_encode)
-    bank = SupportBank.load(WEIGHTS)
-    candidates = [Candidate(f"acme/p{k}", "dehaze", tuple(f"clear the fog, way {k}.{j}" for j in range(50)))
-                  for k in range(6)]
-    cache = EmbeddingCache(tmp_path / "cache.safetensors", "encoder-1")
-    first = OfflineSelector(None, bank, candidates, SelectorConfig(), cache)
-    assert calls and max(calls) <= BATCH and sum(calls) == 300
-    calls.clear()
-    second = OfflineSelector(None, bank, candidates, SelectorConfig(), cache)
-    assert calls == [] and torch.equal(first._support, second._support)  # nothing encoded again
-    other = EmbeddingCache(tmp_path / "cache.safetensors", "encoder-2")  # another encoder: not reused
-    OfflineSelector(None, bank, candidates[:1], SelectorConfig(), other)
-    assert sum(calls) == 50
-    (tmp_path / "cache.safetensors").write_bytes(b"damaged")
-    calls.clear()
-    OfflineSelector(None, bank, candidates[:1], SelectorConfig(), cache)
-    assert sum(calls) == 50
 
 
 # ------------------------------------------------------------------------------------------------ M1

@@ -12,6 +12,16 @@ _JOINERS = re.compile(
 )
 
 
+#: What an empty request is told, before any model loads.
+EMPTY_REQUEST = "the request is empty: say what to do with the photo"
+
+
+def check_request(text: str) -> None:
+    """Refuses an empty request (ValueError): checked by the commands before the selector loads, and by it."""
+    if not text.strip():
+        raise ValueError(EMPTY_REQUEST)
+
+
 def split_clauses(text: str) -> list[str]:
     """The non-empty parts of `text` between joining words, in order; the whole text if nothing splits it."""
     return [clause for _, clause in joined_clauses(text)]

@@ -16,24 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from pydantic import BaseModel, Field
-from safetensors.torch import load_file, save_file
 
-from assistant.selector.clauses import split_clauses
-from assistant.selector.encoder import (
-    ADAPTER_FOLDER,
-    EmbeddingCache,
-    encode,
-    encode_batched,
-    encoder_key,
-    load_encoder,
-)
+from assistant.selector.cache import EmbeddingCache
+from assistant.selector.clauses import check_request, split_clauses
+from assistant.selector.runtime import Encoder, encoder_key, load_runtime
 from registry.embedding import MINILM
 
 WEIGHTS = Path(__file__).parent / "weights"
 NULL = "null"
 CONFIG_FILE = "selector.json"
+ADAPTER_FOLDER = "adapter"
 BANK_TEXTS = "bank.json"
 BANK_EMBEDDINGS = "bank.safetensors"
 #: The embeddings of the enabled plugins' examples, kept in the registry folder between calls.
@@ -60,16 +54,20 @@ class SupportBank:
 
     texts: list[str]
     labels: list[str]
-    embeddings: torch.Tensor
+    embeddings: np.ndarray  # [n, d] float32, unit rows
 
     def save(self, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
         (folder / BANK_TEXTS).write_text(json.dumps({"texts": self.texts, "labels": self.labels}, indent=0) + "\n")
-        save_file({"embeddings": self.embeddings.to(torch.float16).contiguous()}, folder / BANK_EMBEDDINGS)
+        save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float16)}, folder / BANK_EMBEDDINGS)
 
     @classmethod
     def load(cls, folder: Path) -> SupportBank:
+        from safetensors.numpy import load_file
+
         data = json.loads((folder / BANK_TEXTS).read_text())
-        embeddings = load_file(folder / BANK_EMBEDDINGS)["embeddings"].float()
+        embeddings = load_file(folder / BANK_EMBEDDINGS)["embeddings"].astype(np.float32)
         if len(data["texts"]) != len(data["labels"]) or embeddings.shape[0] != len(data["texts"]):
             raise ValueError(f"{folder}: {BANK_TEXTS} and {BANK_EMBEDDINGS} disagree on the number of examples")
         return cls(data["texts"], data["labels"], embeddings)
@@ -120,30 +118,26 @@ class Selection:
                 "mode": self.mode, "notes": self.notes}
 
 
-def label_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor, n_labels: int,
-                 k: int, exclude_self: bool = False) -> torch.Tensor:
+def label_scores(queries: np.ndarray, support: np.ndarray, support_labels: np.ndarray, n_labels: int,
+                 k: int) -> np.ndarray:
     """[n_queries, n_labels]: per label, the mean cosine to its `k` closest support rows (-1 if it has none).
-    Training uses the same function (queries = support, `exclude_self`: a row is never its own neighbour), so
-    what is trained is what is used."""
-    similarity = queries @ support.T
-    if exclude_self:
-        similarity = similarity - 4.0 * torch.eye(len(queries), dtype=similarity.dtype)
-    # One padded [n_labels, most rows of a label] table of support rows, so every label is scored at once.
-    counts = torch.bincount(support_labels, minlength=n_labels)
-    order = torch.argsort(support_labels, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    width = max(int(counts.max()) if len(counts) else 0, 1)
-    slot = torch.arange(width)
-    valid = slot[None, :] < counts[:, None]
-    rows = order[(starts[:, None] + slot[None, :]).clamp(max=max(len(order) - 1, 0))] if len(order) else None
-    if rows is None:
-        return torch.full((len(queries), n_labels), -1.0, dtype=similarity.dtype)
-    table = similarity[:, rows].masked_fill(~valid, float("-inf"))  # [q, labels, width]
-    take = min(k, width)
-    top = table.topk(take, dim=2).values
-    used = torch.clamp(counts, max=take).to(similarity.dtype)
-    scores = torch.where(torch.isfinite(top), top, torch.zeros((), dtype=top.dtype)).sum(dim=2) / used.clamp(min=1)
-    return torch.where(counts > 0, scores, torch.full_like(scores, -1.0))
+    Training optimises the same score, differentiably (`train.label_scores`; the two agree, see
+    tests/test_cold_start.py): what is trained is what is used."""
+    order = np.argsort(support_labels, kind="stable")
+    bounds = np.searchsorted(support_labels[order], np.arange(n_labels + 1))
+    similarity = (queries @ support.T)[:, order]  # each label's rows side by side
+    scores = np.full((len(queries), n_labels), -1.0, dtype=np.float32)
+    for label in range(n_labels):
+        columns = similarity[:, bounds[label]:bounds[label + 1]]
+        take = min(k, columns.shape[1])
+        if take:
+            scores[:, label] = -np.partition(-columns, take - 1, axis=1)[:, :take].mean(axis=1)
+    return scores
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 class OfflineSelector:
@@ -151,7 +145,7 @@ class OfflineSelector:
 
     mode = "offline"
 
-    def __init__(self, encoder: Any, bank: SupportBank, candidates: Sequence[Candidate],
+    def __init__(self, encoder: Encoder, bank: SupportBank, candidates: Sequence[Candidate],
                  config: SelectorConfig, cache: EmbeddingCache | None = None) -> None:
         if not candidates:
             raise ValueError("no plugins to select from: enable or install some (`diffplugin plugins list`)")
@@ -167,7 +161,7 @@ class OfflineSelector:
         if not examples:
             example_embeddings = bank.embeddings[:0]
         else:
-            example_embeddings = cache.encode(encoder, texts) if cache else encode_batched(encoder, texts)
+            example_embeddings = cache.embed(encoder, texts) if cache else encoder.embed(texts)
         # A plugin for a task the shipped data does not know claims the requests its examples describe: shipped
         # out-of-scope examples close to them go ("colorize this old photo" is out of scope until a colorize
         # plugin is installed). Known tasks keep their hard negatives ("add rain" stays out of scope).
@@ -175,12 +169,12 @@ class OfflineSelector:
         nulls = [i for i, label in enumerate(bank.labels) if label == NULL]
         new_task = [k for k, (_, c) in enumerate(examples) if c.task not in bank.labels]
         if nulls and new_task:
-            claimed = (bank.embeddings[nulls] @ example_embeddings[new_task].T).amax(dim=1) >= config.claim
+            claimed = (bank.embeddings[nulls] @ example_embeddings[new_task].T).max(axis=1) >= config.claim
             nulls = [i for i, c in zip(nulls, claimed.tolist(), strict=True) if not c]
         rows = sorted(keep + nulls)
-        self._support = torch.cat([bank.embeddings[rows], example_embeddings])
-        self._support_labels = torch.tensor([index[bank.labels[i]] for i in rows]
-                                            + [index[c.task] for _, c in examples])
+        self._support = np.concatenate([bank.embeddings[rows], example_embeddings])
+        self._support_labels = np.array([index[bank.labels[i]] for i in rows] + [index[c.task] for _, c in examples],
+                                        dtype=np.int64)
         # Per candidate, the rows of its own examples: they decide between plugins serving the same task.
         offset = len(rows)
         self._own_rows: dict[int, list[int]] = {}
@@ -198,14 +192,13 @@ class OfflineSelector:
         config = SelectorConfig.model_validate_json((weights / CONFIG_FILE).read_text())
         cache = EmbeddingCache(cache_folder / EXAMPLES_CACHE, encoder_key(weights / ADAPTER_FOLDER)) if cache_folder \
             else None
-        return cls(load_encoder(weights / ADAPTER_FOLDER), SupportBank.load(weights), candidates, config, cache)
+        return cls(load_runtime(weights / ADAPTER_FOLDER), SupportBank.load(weights), candidates, config, cache)
 
     def select(self, text: str) -> Selection:
-        if not text.strip():
-            raise ValueError("the request is empty: say what to do with the photo")
+        check_request(text)
         clauses = split_clauses(text)
         several = len(clauses) > 1
-        queries = encode(self.encoder, [*clauses, text] if several else clauses)
+        queries = self.encoder.embed([*clauses, text] if several else clauses)
         scores = label_scores(queries, self._support, self._support_labels, len(self.labels), self.config.k)
         scores[:, -1] += self.config.null_bias
         # A request that as a whole reads as out of scope asks for nothing, even if a clause alone would ("what's
@@ -213,7 +206,7 @@ class OfflineSelector:
         whole_rejected = several and float(scores[-1, -1] - scores[-1, :-1].max()) > self.config.veto_margin
         if several:
             scores, queries = scores[:-1], queries[:-1]
-        confidence = torch.softmax(scores / self.config.temperature, dim=1)
+        confidence = softmax(scores / np.float32(self.config.temperature))
         chosen: dict[str, SelectedPlugin] = {}
         notes = list(self.notes)
         for k, clause in enumerate(clauses):
@@ -231,7 +224,7 @@ class OfflineSelector:
             chosen[task] = SelectedPlugin(plugin.id, task, float(confidence[k, best]), k)
         return Selection(list(chosen.values()), clauses, self.mode, notes)
 
-    def _pick(self, task: str, query: torch.Tensor) -> Candidate:
+    def _pick(self, task: str, query: np.ndarray) -> Candidate:
         """Among the plugins serving `task`, one that can run; among those, the one whose own examples are
         closest (the first on a tie)."""
         serving = [i for i, c in enumerate(self.candidates) if c.task == task]

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 
 from assistant.selector.clauses import split_clauses
 from assistant.selector.data import Instruction, training_set
-from assistant.selector.encoder import ADAPTER_FOLDER, add_lora, encode, load_encoder
-from assistant.selector.model import CONFIG_FILE, NULL, WEIGHTS, SelectorConfig, SupportBank, label_scores
+from assistant.selector.encoder import add_lora, encode, load_encoder
+from assistant.selector.model import ADAPTER_FOLDER, CONFIG_FILE, NULL, WEIGHTS, SelectorConfig, SupportBank
 
 Progress = Callable[[int, int, float], None]
 
@@ -88,6 +88,32 @@ def _points_to(closeness: list[float], task: int) -> bool:
     return max(range(len(closeness) - 1), key=closeness.__getitem__) == task and closeness[task] > closeness[-1]
 
 
+def label_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor, n_labels: int,
+                 k: int, exclude_self: bool = False) -> torch.Tensor:
+    """`model.label_scores`, differentiable and batched for training (queries = support, `exclude_self`: a row is
+    never its own neighbour). The selector at use runs without torch, hence two versions of one score; they
+    agree (tests/test_cold_start.py)."""
+    similarity = queries @ support.T
+    if exclude_self:
+        similarity = similarity - 4.0 * torch.eye(len(queries), dtype=similarity.dtype)
+    # One padded [n_labels, most rows of a label] table of support rows, so every label is scored at once.
+    counts = torch.bincount(support_labels, minlength=n_labels)
+    order = torch.argsort(support_labels, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    slot = torch.arange(width)
+    valid = slot[None, :] < counts[:, None]
+    rows = order[(starts[:, None] + slot[None, :]).clamp(max=max(len(order) - 1, 0))] if len(order) else None
+    if rows is None:
+        return torch.full((len(queries), n_labels), -1.0, dtype=similarity.dtype)
+    table = similarity[:, rows].masked_fill(~valid, float("-inf"))  # [q, labels, width]
+    take = min(k, width)
+    top = table.topk(take, dim=2).values
+    used = torch.clamp(counts, max=take).to(similarity.dtype)
+    scores = torch.where(torch.isfinite(top), top, torch.zeros((), dtype=top.dtype)).sum(dim=2) / used.clamp(min=1)
+    return torch.where(counts > 0, scores, torch.full_like(scores, -1.0))
+
+
 def train_selector(
     config: SelectorTrainConfig | None = None,
     rows: Sequence[Instruction] | None = None,
@@ -147,7 +173,7 @@ def _save(encoder, peft_model, texts: list[str], labels: list[str], rows: Sequen
     adapter_config["base_model_name_or_path"] = SelectorConfig().encoder  # not this machine's path
     (adapter / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     merged = load_encoder(out_dir / ADAPTER_FOLDER)
-    SupportBank(texts, labels, encode(merged, texts)).save(out_dir)
+    SupportBank(texts, labels, encode(merged, texts).numpy()).save(out_dir)
     data = json.dumps([[r.text, r.tasks] for r in rows]).encode()
     record = {**config.model_dump(), "requests": len(rows), "clauses": len(texts), "final_loss": round(loss, 4),
               "data_sha256": hashlib.sha256(data).hexdigest()}

@@ -19,3 +19,4 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp16 on CUDA, fp32 elsewhere (fp16 convolutions are slow or missing on CPU)."""
     return torch.float16 if device.type == "cuda" else torch.float32
+
