@@ -74,7 +74,7 @@ def batch_command(
         )
         from assistant.planning import Plan, load_planner
         from assistant.selector.clauses import check_request
-        from assistant.workers import EDIT_ERRORS, Job, Outcome, failure
+        from assistant.workers import EDIT_ERRORS, RAY_MISSING, Job, Outcome, failure
         from plugins.data.photos import load_photo
 
         # Everything that can be answered at once is, before the planner's model or Ray loads.
@@ -87,7 +87,7 @@ def batch_command(
         if workers is not None and executor == "local":
             raise CliError("--workers needs --executor ray (the local executor is one process)")
         if executor == "ray" and importlib.util.find_spec("ray") is None:
-            raise CliError("--executor ray needs Ray: pip install 'diffplugin-assistant[ray]'")
+            raise CliError(RAY_MISSING)
         photos = _photos(input_dir, output)
         check_folder(output)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)

@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 
 from assistant.executor import DiffusionSettings
-from assistant.workers import Job, Outcome, edit, failure
+from assistant.workers import RAY_MISSING, Job, Outcome, edit, failure
 
 #: Photos in flight per worker: one being edited, one waiting, so a worker never idles between photos.
 QUEUE_PER_WORKER = 2
@@ -60,7 +60,7 @@ class RayWorkers:
         try:
             import ray
         except ImportError:
-            raise RayWorkersError("--executor ray needs Ray: pip install 'diffplugin-assistant[ray]'") from None
+            raise RayWorkersError(RAY_MISSING) from None
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:

@@ -17,6 +17,8 @@ from registry.errors import RegistryError
 
 #: What one photo's edit may raise without stopping the batch (a bad photo, a plugin that refuses to run).
 EDIT_ERRORS = (ValueError, OSError, RuntimeError, RegistryError)
+#: What `--executor ray` says when Ray is not installed (checked before any work, and again where Ray loads).
+RAY_MISSING = "--executor ray needs Ray: pip install 'diffplugin-assistant[ray]'"
 
 
 @dataclass
