@@ -19,8 +19,9 @@ from typing import Any, Literal
 import PIL.Image
 
 from assistant.cpu_threads import use_cpu_threads
-from assistant.planning.plan import Try, path_ref_problem, shown
+from assistant.planning.plan import Try, path_ref_problem
 from assistant.plugin_cache import PluginCache, cache_key, folder_key
+from plugins.quoting import shown
 
 
 @dataclass(frozen=True)
@@ -437,7 +438,6 @@ def load_step(ref: str, registry: Any) -> Any:
         return TaskPlugin.from_pretrained(ref)
     if "/" not in ref:
         raise ExecutorError(f"{ref}: neither a plugin folder (with plugin.json) nor a plugin id (namespace/name)")
-    refuse_missing_folder(ref)
     from registry.runtime import load_plugin
 
     plugin_id, _, version = ref.partition("@")

@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import re
-import reprlib
 import secrets
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
+
+from plugins.quoting import shown
 
 PLAN_SCHEMA = "1.0"
 Source = Literal["selector", "planner", "llm", "user", "detector"]
@@ -43,16 +44,6 @@ def path_ref_problem(ref: str) -> str | None:
     return (f"{shown(ref)} is a path, not a registered plugin id (namespace/name): a plan runs registered plugins "
             "only. Install the folder (`diffplugin plugins install FOLDER`) and name its id, or run the folder with "
             "`diffplugin apply -p FOLDER`")
-
-
-def shown(value: object) -> str:
-    """A user's value as an error message quotes it: cut short, so a huge value never makes a huge message."""
-    return _SHORT.repr(value)
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 4
 
 
 class _Shape(ValueError):

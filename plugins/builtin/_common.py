@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import reprlib
-
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from plugins.quoting import shown
+
 #: Rec. 709 luma weights, for a brightness channel that follows perceived lightness.
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 4
-
-
-def shown(value: object) -> str:
-    """An option's value as an error message quotes it: cut short, so a huge value never makes a huge message."""
-    return _SHORT.repr(value)
-
 
 def to_array(image: Image.Image) -> np.ndarray:
     """RGB float32 in [0, 1], shape (H, W, 3); always a new array, so the caller's image is never touched."""

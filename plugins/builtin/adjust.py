@@ -12,7 +12,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from plugins.builtin._common import LUMA, check_pixels, choice, number, shown, to_array, to_image
+from plugins.builtin._common import LUMA, check_pixels, choice, number, to_array, to_image
+from plugins.quoting import shown
 
 
 def srgb_to_linear(array: np.ndarray) -> np.ndarray:
