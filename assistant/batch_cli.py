@@ -26,7 +26,7 @@ from assistant.cli_common import (
     emit,
     reported,
 )
-from assistant.edit_cli import LLMOption, edit_session
+from assistant.edit_cli import LLMOption, LLMTimeoutOption, edit_session
 
 #: What `batch` picks up in the input folder (by suffix, case-insensitive).
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
@@ -41,6 +41,7 @@ def batch_command(
         = None,
     registry: RegistryOption = None,
     llm: LLMOption = None,
+    llm_timeout: LLMTimeoutOption = None,
     executor: Annotated[str, typer.Option(
         "--executor", help="'local': this process; 'ray': a Ray cluster (RAY_ADDRESS, or one started here), one "
                            "worker per GPU.")] = "local",
@@ -108,7 +109,7 @@ def batch_command(
                                                                         "diffplugin; move it or choose another -o"})
             else:
                 todo.append(photo)
-        planner = load_planner(registry, llm) if request is not None and todo else None
+        planner = load_planner(registry, llm, llm_timeout) if request is not None and todo else None
 
         def jobs() -> Iterator[Job | Outcome]:
             for photo in todo:

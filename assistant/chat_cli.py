@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
-from assistant.edit_cli import LLMOption
+from assistant.edit_cli import LLMOption, LLMTimeoutOption
 
 
 def chat_command(
@@ -22,6 +22,7 @@ def chat_command(
                                               "else coloured cells), halfcell or unicode.")] = "auto",
     registry: RegistryOption = None,
     llm: LLMOption = None,
+    llm_timeout: LLMTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Edit a photo by conversation: ask, check the plan, run it, undo, export.
@@ -49,7 +50,7 @@ def chat_command(
         load_keymap()  # a broken keymap.yaml is a one-line error here, not inside the app
         session = _session(store, registry, photo, resume, last)
 
-        ChatApp(session, renderer=preview, llm=llm).run()
+        ChatApp(session, renderer=preview, llm=llm, llm_timeout=llm_timeout).run()
 
 
 def _session(store: Any, registry: Path | None, photo: Path | None, resume: str | None, last: bool) -> Any:

@@ -27,6 +27,7 @@ from assistant.cli_common import (
 from assistant.cpu_threads import THREADS_ENV
 from assistant.edit_cli import register as register_edit_commands
 from assistant.eval_cli import register as register_eval_commands
+from assistant.index_cli import register as register_index_commands
 from assistant.plugins_cli import plugins_app
 from assistant.selector_cli import register as register_selector_commands
 
@@ -60,6 +61,7 @@ register_batch_command(app)
 register_chat_command(app)
 register_selector_commands(app, train_app, eval_app)
 register_eval_commands(eval_app)
+register_index_commands(app)
 
 def _version(value: bool) -> None:
     if value:

@@ -26,8 +26,13 @@ from assistant.cli_common import (
 )
 
 LLMOption = Annotated[str | None, typer.Option(
-    "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL, "
+    "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL[@URL], "
                                            "gguf:PATH or smollm2 (default: the deterministic planner).")]
+# The default is given in words, not imported: importing the planning package here would slow every command.
+LLMTimeoutOption = Annotated[float | None, typer.Option(
+    "--llm-timeout", envvar="DIFFPLUGIN_LLM_TIMEOUT", metavar="SECONDS",
+    help="How long the language model may take to answer before the deterministic plan is used, with a note "
+         "(default: 120).")]
 
 
 def plan_command(
@@ -37,6 +42,7 @@ def plan_command(
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
     llm: LLMOption = None,
+    llm_timeout: LLMTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show the plan for a request without running it: steps, plugins, reasons.
@@ -53,7 +59,7 @@ def plan_command(
         if output:
             check_output(output, [image] if image else [], overwrite, kind="plan")
         photo = load_photo(image) if image else None
-        plan = load_planner(registry, llm).plan(request, photo)
+        plan = load_planner(registry, llm, llm_timeout).plan(request, photo)
         if output:
             save_plan(plan, output, overwrite)
     emit(plan.to_json(), as_json, lambda: _show(plan))
@@ -105,6 +111,7 @@ def edit_command(
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
     llm: LLMOption = None,
+    llm_timeout: LLMTimeoutOption = None,
     device: DeviceOption = None,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
@@ -128,7 +135,7 @@ def edit_command(
         check_output(output, [photo], overwrite, with_plan=True)
         settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
         image = load_photo(photo)
-        plan = load_planner(registry, llm).plan(request, image)
+        plan = load_planner(registry, llm, llm_timeout).plan(request, image)
         if not plan.steps:
             raise CliError("; ".join(plan.notes) or "nothing to do")
         if not as_json:

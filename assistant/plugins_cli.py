@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from assistant.cli_common import JsonOption, emit, printable, reported
+from assistant.cli_common import CliError, JsonOption, emit, printable, reported
+from registry.community.ids import looks_like_id
+from registry.errors import PluginNotFound
 
 plugins_app = typer.Typer(
     help="""Find, install and manage plugins.
@@ -90,7 +92,14 @@ def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin 
          as_json: JsonOption = False) -> None:
     """A plugin's manifest and state (trust decision, versions, problems)."""
     with reported(as_json):
-        status = open_registry(ctx).get(*_split(plugin))
+        try:
+            status = open_registry(ctx).get(*_split(plugin))
+        except PluginNotFound:
+            offered = _indexed(plugin)
+            if offered is None:
+                raise
+            emit(offered, as_json, lambda: _show_indexed(offered))
+            return
     data = {**status.to_json(), "manifest": status.manifest.model_dump(mode="json", exclude_none=True)}
 
     def human() -> None:
@@ -114,45 +123,168 @@ def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin 
     emit(data, as_json, human)
 
 
+def _indexed(plugin: str) -> dict | None:
+    """An indexed plugin's details (licence, publisher, hashes, examples), when no installed plugin has the id."""
+    from assistant.index_cli import open_indexes
+    from registry.community.resolve import describe
+    from registry.errors import RegistryError
+
+    indexes = open_indexes()
+    if not indexes.sources.all():
+        return None
+    try:
+        usable, _ = indexes.resolve(plugin)
+    except RegistryError:
+        return None
+    return {**describe(usable), "installed": False}
+
+
+def _show_indexed(offered: dict) -> None:
+    typer.echo(printable(f"{offered['id']} {offered['version']} (index '{offered['index']}', not installed: "
+                         f"`diffplugin plugins install {offered['id']}`)"))
+    publisher = f"{offered['publisher']} ({offered['key_fingerprint']})" if offered["signed"] else "unsigned"
+    licence = offered["license"] + (" (non-commercial)" if offered["non_commercial"] else "")
+    for line in (f"name: {offered['name']}", f"kind: {offered['kind']}; tasks: {', '.join(offered['tasks'])}",
+                 f"licence: {licence}", f"publisher: {publisher}", f"published: {offered['published']}",
+                 f"archive: sha256 {offered['archive']['sha256']}, {offered['archive']['size']:,} bytes",
+                 *(f"weight {w['path']}: sha256 {w['sha256']}" for w in offered["weights"]),
+                 f"description: {offered['description']}", "examples:",
+                 *(f"  - {example}" for example in offered["examples"])):
+        typer.echo(printable(line))
+
+
 @plugins_app.command("search")
 def search(ctx: typer.Context, text: Annotated[str, typer.Argument(help="What you want done, in your words.")],
            limit: Annotated[int, typer.Option(help="How many plugins to show.", min=1)] = 5,
            as_json: JsonOption = False) -> None:
-    """Plugins ranked by how well their description, tasks and examples match TEXT (score: cosine, -1..1)."""
+    """Plugins ranked by how well their description, tasks and examples match TEXT (score: cosine, -1..1):
+    installed ones and those the added indexes offer (marked `index:NAME`; install them by id)."""
     with reported(as_json):
-        hits = open_registry(ctx).search(text, limit)
+        from assistant.index_cli import open_indexes
+
+        found, problems = open_indexes().search(open_registry(ctx), text, limit)
 
     def human() -> None:
-        if not hits:
+        if not found:
             typer.echo("no plugins are enabled")
-        for hit in hits:
-            typer.echo(printable(f"{hit.score:6.3f}  {hit.id} {hit.version}  {hit.name}  [{', '.join(hit.tasks)}]  "
-                                 f"matched: {hit.matched!r}"))
+        for f in found:
+            hit = f.hit
+            typer.echo(printable(f"{hit.score:6.3f}  {hit.id} {hit.version}  [{f.mark}]  {hit.name}  "
+                                 f"[{', '.join(hit.tasks)}]  matched: {hit.matched!r}"))
+        for problem in problems:
+            typer.secho(f"warning: {printable(problem)}", fg=typer.colors.YELLOW, err=True)
 
-    emit({"query": text, "results": [h.to_json() for h in hits]}, as_json, human)
+    emit({"query": text, "results": [f.to_json() for f in found], "problems": problems}, as_json, human)
 
 
 @plugins_app.command("install")
 def install(ctx: typer.Context,
-            source: Annotated[Path, typer.Argument(help="Plugin folder (with diffplugin.yaml) or .zip / .tar.gz.")],
+            source: Annotated[str, typer.Argument(help="Plugin folder (with diffplugin.yaml) or .zip / .tar.gz; "
+                                                       "or an id, ns/name[@version], from the added indexes.")],
             trust: Annotated[bool, typer.Option("--trust", help="Allow a python plugin's code to run: only for "
                                                                  "authors you trust. Recorded and shown.")] = False,
+            index: Annotated[str | None, typer.Option(help="Install by id from this index only.")] = None,
             as_json: JsonOption = False) -> None:
-    """Install a plugin. Every check passes or nothing changes."""
-    with reported(as_json):
-        result = open_registry(ctx).install(source, trust=trust)
+    """Install a plugin. Every check passes or nothing changes. By id: the newest version that is not yanked,
+    downloaded, its signature, size and SHA-256 checked before it is unpacked."""
+    from assistant.index_cli import download_progress, open_indexes
+
+    entry = None
+    with reported(as_json), download_progress(as_json) as progress:
+        path = Path(source).expanduser()
+        if path.exists() or not looks_like_id(source):
+            if index is not None:
+                raise CliError(f"--index is for installs by id; {source} is a file or folder")
+            result = open_registry(ctx).install(path, trust=trust)
+            warnings = result.warnings
+        else:
+            indexes = open_indexes()
+            if not indexes.sources.all():
+                raise CliError(f"{source}: no such file or folder, and no index is added to install it by id from "
+                               "(`diffplugin index add NAME URL|FOLDER`)")
+            installed = indexes.install(open_registry(ctx), source, trust=trust, index=index, progress=progress)
+            result, entry = installed.result, installed.usable
+            warnings = installed.warnings + result.warnings
     record = result.record
-    data = {"id": record.id, "version": record.version, "folder": str(record.folder), "warnings": result.warnings,
+    data = {"id": record.id, "version": record.version, "folder": str(record.folder), "warnings": warnings,
             "takes_over": result.takes_over}
+    if entry is not None:
+        data["from_index"] = {"index": entry.source.name, "sha256": entry.entry.archive.sha256,
+                              "signed": entry.signed, "publisher": entry.entry.publisher.name
+                              if entry.entry.publisher else None}
 
     def human() -> None:
-        typer.echo(printable(f"installed {record.id} {record.version} -> {record.folder}"))
-        for warning in result.warnings:
+        origin = f" from index '{entry.source.name}'" if entry is not None else ""
+        typer.echo(printable(f"installed {record.id} {record.version}{origin} -> {record.folder}"))
+        for warning in warnings:
             typer.secho(f"warning: {printable(warning)}", fg=typer.colors.YELLOW)
         for note in result.notes:
             typer.secho(printable(note), fg=typer.colors.YELLOW)
 
     emit(data, as_json, human)
+
+
+@plugins_app.command("publish")
+def publish(ctx: typer.Context,
+            folder: Annotated[Path, typer.Argument(help="The plugin folder (with diffplugin.yaml).")],
+            index: Annotated[Path, typer.Option("--index", help="The index folder to publish into (made if "
+                                                                "new): index.json and archives/.")],
+            key: Annotated[Path | None, typer.Option(help="Your private key (default: the data folder's "
+                                                          "keys/publisher.key; `diffplugin index keygen`).")] = None,
+            unsigned: Annotated[bool, typer.Option("--unsigned", help="Publish without signing (only local "
+                                                                      "indexes, or ones added with "
+                                                                      "--allow-unsigned, accept it).")] = False,
+            publisher: Annotated[str | None, typer.Option(help="Publisher name shown to users (default: the first "
+                                                               "author).")] = None,
+            title: Annotated[str | None, typer.Option("--title", help="The index's name for people (new "
+                                                                       "indexes).")] = None,
+            as_json: JsonOption = False) -> None:
+    """Validate a plugin as an install would, build its archive, and add its signed entry to an index folder
+    (older versions are kept). Serve the folder with any static web server, or share it as it is."""
+    with reported(as_json):
+        from assistant.index_cli import default_key
+        from registry.community.publish import IndexFolder
+        from registry.community.signing import load_private_key
+
+        private = None if unsigned else load_private_key(key or default_key())
+        published = IndexFolder(index).publish(folder, open_registry(ctx), private, publisher, name=title)
+
+    def human() -> None:
+        e = published.entry
+        how = f"signed ({published.to_json()['key_fingerprint']})" if e.signature else "unsigned"
+        typer.echo(printable(f"published {e.id} {e.version}, {how}: {published.archive} "
+                             f"({e.archive.size:,} bytes, sha256 {e.archive.sha256})"))
+        for warning in published.warnings:
+            typer.secho(f"warning: {printable(warning)}", fg=typer.colors.YELLOW)
+
+    emit(published.to_json(), as_json, human)
+
+
+@plugins_app.command("yank")
+def yank(plugin: Annotated[str, typer.Argument(help="ns/name@version to withdraw.")],
+         index: Annotated[Path, typer.Option("--index", help="The index folder it is published in.")],
+         key: Annotated[Path | None, typer.Option(help="The private key that signed it (default: the data "
+                                                       "folder's keys/publisher.key).")] = None,
+         reason: Annotated[str | None, typer.Option(help="Why, for users (e.g. 'corrupts large photos').")] = None,
+         undo: Annotated[bool, typer.Option("--undo", help="Make it installable again.")] = False,
+         as_json: JsonOption = False) -> None:
+    """Withdraw a published version: installs without a version skip it, `ns/name@version` still installs it."""
+    with reported(as_json):
+        from assistant.index_cli import default_key
+        from registry.community.publish import IndexFolder
+        from registry.community.resolve import split_ref
+        from registry.community.signing import load_private_key
+
+        plugin_id, version = split_ref(plugin)
+        if version is None:
+            raise CliError(f"{plugin}: name the version to yank, e.g. {plugin}@1.0.0")
+        folder = IndexFolder(index)
+        _, entries = folder.entries()
+        signed = any(e.entry is not None and e.entry.id == plugin_id and e.entry.publisher for e in entries)
+        private = load_private_key(key or default_key()) if signed else None
+        entry = folder.yank(plugin_id, version, private, reason, undo=undo)
+    emit({"id": entry.id, "version": entry.version, "yanked": entry.yanked, "reason": entry.yanked_reason},
+         as_json, lambda: typer.echo(f"{entry.label}: {'yanked' if entry.yanked else 'no longer yanked'}"))
 
 
 @plugins_app.command("remove")

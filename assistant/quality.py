@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 import PIL.Image
 
@@ -85,16 +86,21 @@ def measure(image: PIL.Image.Image) -> Measures:
     return measure_array(np.asarray(rgb, dtype=np.float64) / 255.0)
 
 
-def measure_array(array: np.ndarray) -> Measures:
-    """`measure` of an RGB array in [0, 1] already at the size it should be measured at (the judge's copy)."""
-    luma = array @ _LUMA
-    cb, cr = float((array @ _CB).mean()), float((array @ _CR).mean())
+def measure_array(array: np.ndarray, luma: np.ndarray | None = None) -> Measures:
+    """`measure` of an RGB array in [0, 1] already at the size it should be measured at (the judge's copy);
+    `luma`, its luminance, when the caller has it already."""
+    luma = array @ _LUMA if luma is None else luma
+    # The mean chroma is the chroma of the mean colour: three channel means instead of two passes over the photo.
+    # OpenCV's reductions sum in double precision, also for float32 arrays.
+    rgb_mean = np.array(cv2.mean(np.ascontiguousarray(array))[:3])
+    mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(luma))
+    in_range = cv2.countNonZero(cv2.inRange(luma, _DARK, _BRIGHT))  # inclusive, so the ends are what is clipped
     return Measures(
         sharpness=_laplacian_variance(luma),
-        contrast=float(luma.std()),
-        brightness=float(luma.mean()),
-        colour_cast=math.hypot(cb, cr),
-        clipped=float(((luma < _DARK) | (luma > _BRIGHT)).mean()),
+        contrast=std,
+        brightness=mean,
+        colour_cast=math.hypot(float(rgb_mean @ _CB), float(rgb_mean @ _CR)),
+        clipped=1.0 - in_range / luma.size,
     )
 
 
@@ -105,7 +111,7 @@ def _laplacian_variance(luma: np.ndarray) -> float:
     # Pairs summed first: on a flat image each pair is exactly 2c and the total exactly 4c, so the response is
     # exactly 0 rather than rounding noise.
     response = (luma[:-2, 1:-1] + luma[2:, 1:-1]) + (luma[1:-1, :-2] + luma[1:-1, 2:]) - 4.0 * centre
-    return float(response.var())
+    return float(cv2.meanStdDev(response)[1][0, 0]) ** 2
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Fit the judge's calibrated verdict and measure how often it agrees with full-reference PSNR/SSIM.
 
-    python benchmarks/judge_calibration.py --pairs pairs.pkl           # build (or reuse) pairs, report agreement
-    python benchmarks/judge_calibration.py --pairs pairs.pkl --write   # ... and write assistant/judge_calibration.json
+    python benchmarks/judge_calibration.py --pairs pairs.pkl --extra-scenes          # build (or reuse) pairs, agreement
+    python benchmarks/judge_calibration.py --pairs pairs.pkl --extra-scenes --write  # ... and write the calibration
 
 Clean photos (`skimage.data`, and scikit-learn's two sample photos when it is installed; short side 256 px; whole,
-mirrored and a 70% crop) are degraded per task with `plugins.data.degradations` (and the moire and specular
+mirrored and a 70% crop; with --extra-scenes, as shipped, also textual-image's portrait and a 60% crop from the
+opposite corner) are degraded per task with `plugins.data.degradations` (and the moire and specular
 generators of `plugins/builtin/synthetic.py`) at strengths 0, 0.5 and 1 (0: a clean photo, which any restoration can
 only harm). Each degraded photo is then edited by the task's built-in plugin with several option presets, by half-
 strength blends of those results, and by two other tasks' built-ins (wrong edits). Plans are chains, so each photo
@@ -16,8 +17,9 @@ they disagree are left out.
 One small neural network per task (scikit-learn's MLP, one hidden layer) is fitted on the judge's features of each
 pair (`assistant.judge.change_vector`). Agreement is measured by cross-validation over photos (a photo's pairs, all
 variants, are either all fitted or all tested; five folds by default); the written model is then fitted on every
-photo. The pairs file keeps the judge-size copies of each pair, so that new features can be tried without running
-the plugins again. Prints the agreement per task, overall, and of the damage checks alone. """
+photo. The pairs file keeps each pair's photos as the plugin saw them, so that new features can be tried without
+running the plugins again; it is extended, not rebuilt, when photos or views are added. Prints the agreement per
+task, overall, and of the damage checks alone. """
 
 from __future__ import annotations
 
@@ -39,15 +41,13 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from assistant.judge import (
     CALIBRATION_PATH,
-    FEATURE_NAMES,
-    PAIR_FEATURE_NAMES,
     TaskModel,
+    change_names,
     change_vector,
     features_of,
     small_copy,
 )
 from assistant.quality import judge as damage_check
-from assistant.quality import measure_array
 from plugins.builtin import deblur, dehaze, demoire, denoise, derain, highlight, lowlight
 from plugins.builtin.synthetic import moire, specular
 from plugins.data.degradations import degrade
@@ -58,12 +58,17 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "camera", "grass", "brick", "immunohist
                   "chelsea", "rocket", "stereo_motorcycle", "coins", "gravel", "text", "hubble_deep_field", "retina",
                   "clock", "cell")
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+#: A portrait that ships inside textual-image (a dependency of the chat): the only other photo found in the
+#: installed packages; each photo is a scene the cross-validation holds out as a whole.
+TEXTUAL_PHOTOS = ("gracehopper.jpg",)
 STRENGTHS = (0.0, 0.5, 1.0)
 PSNR_EPS, SSIM_EPS = 0.05, 0.002
 #: The networks' size and L2 penalty: chosen by the cross-validated agreement (a logistic regression on the same
 #: features agreed on 81%, a 32-unit network with a weak penalty overfits the photos it saw).
 HIDDEN, ALPHA = (32,), 1.0
 VARIANTS = ("full", "mirrored", "crop")
+#: More views of each scene: a 60% crop from the opposite corner, seen at the same size (larger structures).
+EXTRA_VARIANTS = ("corner",)
 CHAIN_STRENGTHS = (0.5, 0.8, 1.0)
 #: Degradations that come together in real photos, for the chained pairs (three per photo variant, drawn at random,
 #: at one of CHAIN_STRENGTHS, saved as a JPEG).
@@ -107,17 +112,20 @@ class Pair:
     truth: int  # 1: PSNR and SSIM both rose, 0: both fell
     d_psnr: float
     d_ssim: float
-    before: np.ndarray
-    after: np.ndarray
+    before: np.ndarray  # the photos as the plugin saw them (short side 256, uint8), so that the judge's small copy
+    after: np.ndarray  # can be made again by whatever means the judge uses
+    variant: str = "full"
 
 
-def photo_names() -> list[str]:
+def photo_names(extra: bool = False) -> list[str]:
     names = list(SKIMAGE_PHOTOS)
     try:
         import sklearn.datasets  # noqa: F401  (only for its two sample photos, which ship inside the wheel)
     except ImportError:
-        return names
-    return names + list(SKLEARN_PHOTOS)
+        pass
+    else:
+        names += SKLEARN_PHOTOS
+    return names + list(TEXTUAL_PHOTOS) if extra else names
 
 
 def _photo(name: str, variant: str) -> Image.Image:
@@ -125,6 +133,11 @@ def _photo(name: str, variant: str) -> Image.Image:
         from sklearn.datasets import load_sample_image
 
         pixels = load_sample_image(name)
+    elif name in TEXTUAL_PHOTOS:
+        import importlib.resources
+
+        with importlib.resources.as_file(importlib.resources.files("textual_image") / name) as path:
+            pixels = np.asarray(Image.open(path).convert("RGB"))
     else:
         import skimage.data
 
@@ -132,12 +145,10 @@ def _photo(name: str, variant: str) -> Image.Image:
     image = Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
     if variant == "crop":  # a 70 % crop seen at the same size: other content, larger structures
         image = image.crop((0, 0, round(image.width * 0.7), round(image.height * 0.7)))
+    elif variant == "corner":
+        image = image.crop((round(image.width * 0.4), round(image.height * 0.4), image.width, image.height))
     image = with_short_side(image, 256)
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if variant == "mirrored" else image
-
-
-def _small(image: Image.Image) -> np.ndarray:
-    return (small_copy(image) * 255).round().astype(np.uint8)
 
 
 class _Truth:
@@ -162,13 +173,13 @@ class _Truth:
         return None
 
 
-def _edits(before: Image.Image, truth: _Truth, name: str, task: str, kind: str,
+def _edits(before: Image.Image, truth: _Truth, name: str, variant: str, task: str, kind: str,
            functions: list[Edit]) -> tuple[list[Pair], Image.Image | None]:
     """Every edit of `before` by `functions`, at full strength and half way; returns the pairs and the first
     function's full result (the next step's input in a chain)."""
     pairs: list[Pair] = []
     first: Image.Image | None = None
-    scores_before, small_before = truth.scores(before), _small(before)
+    scores_before, pixels_before = truth.scores(before), np.asarray(before)
     for function in functions:
         try:
             full = function(before).convert("RGB")
@@ -181,7 +192,7 @@ def _edits(before: Image.Image, truth: _Truth, name: str, task: str, kind: str,
             d_psnr, d_ssim = scores_after[0] - scores_before[0], scores_after[1] - scores_before[1]
             verdict = truth.verdict(d_psnr, d_ssim)
             if verdict is not None:
-                pairs.append(Pair(name, task, kind, verdict, d_psnr, d_ssim, small_before, _small(after)))
+                pairs.append(Pair(name, task, kind, verdict, d_psnr, d_ssim, pixels_before, np.asarray(after), variant))
     return pairs, first
 
 
@@ -204,9 +215,9 @@ def _pairs_for(job: tuple[str, str, int]) -> list[Pair]:
         wrong = [t for t in rng.permutation(list(TASKS)) if t != task][:2]
         for strength in STRENGTHS:
             before = make(clean, seed, strength).convert("RGB")
-            pairs += _edits(before, truth, name, task, "single", list(presets.values()))[0]
+            pairs += _edits(before, truth, name, variant, task, "single", list(presets.values()))[0]
             for other in wrong:
-                pairs += _edits(before, truth, name, str(other), "wrong", [TASKS[other][1]["default"]])[0]
+                pairs += _edits(before, truth, name, variant, str(other), "wrong", [TASKS[other][1]["default"]])[0]
     for index in rng.choice(len(COMBINATIONS), size=3, replace=False):
         combination = COMBINATIONS[index]
         degraded = degrade(clean, list(combination), seed=seed, strength=float(rng.choice(CHAIN_STRENGTHS)))
@@ -218,13 +229,18 @@ def _pairs_for(job: tuple[str, str, int]) -> list[Pair]:
                 task = TASK_OF[degradation]
                 if current is None:
                     break
-                made, current = _edits(current, truth, name, task, "chain", [TASKS[task][1]["default"]])
+                made, current = _edits(current, truth, name, variant, task, "chain", [TASKS[task][1]["default"]])
                 pairs += made
     return pairs
 
 
-def build(photos: list[str], seed: int) -> list[Pair]:
-    jobs = [(name, variant, seed + 10 * i + j) for i, name in enumerate(photos) for j, variant in enumerate(VARIANTS)]
+def build(photos: list[str], seed: int, variants: tuple[str, ...] = VARIANTS,
+          done: frozenset[tuple[str, str]] = frozenset()) -> list[Pair]:
+    """The pairs of every photo and variant not `done`; a photo's seeds depend only on its place and the variant's,
+    so adding photos or variants at the end leaves the others' pairs as they were."""
+    every = VARIANTS + EXTRA_VARIANTS
+    jobs = [(name, variant, seed + 10 * i + every.index(variant)) for i, name in enumerate(photos)
+            for variant in variants if (name, variant) not in done]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         return [pair for pairs in pool.map(_pairs_for, jobs) for pair in pairs]
 
@@ -239,9 +255,9 @@ class Measured:
 
 
 def _measure(pair: Pair) -> tuple[np.ndarray, bool]:
-    before = features_of(pair.before.astype(np.float32) / 255.0)
-    after = features_of(pair.after.astype(np.float32) / 255.0)
-    damage = damage_check(measure_array(before.small), measure_array(after.small), pair.task).worse
+    before = features_of(small_copy(Image.fromarray(pair.before)))
+    after = features_of(small_copy(Image.fromarray(pair.after)))
+    damage = damage_check(before.measures, after.measures, pair.task).worse
     return change_vector(before, after), damage
 
 
@@ -269,8 +285,7 @@ def fit(measured: Measured, keep: np.ndarray | None = None) -> dict:
                        "pairs": int(mine.sum()), "better_share": round(float(y.mean()), 3)}
     return {"about": "Per task, a one-hidden-layer MLP on the judge's features of a step's input and output "
                      "(assistant.judge.change_vector); fitted by benchmarks/judge_calibration.py on synthetic pairs.",
-            "features": [*(f"change_{n}" for n in FEATURE_NAMES), *(f"input_{n}" for n in FEATURE_NAMES),
-                         *PAIR_FEATURE_NAMES],
+            "features": change_names(),
             "photos": sorted({p.photo for p in measured.pairs}), "tasks": tasks}
 
 
@@ -321,14 +336,21 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write assistant/judge_calibration.json")
     parser.add_argument("--pairs", type=Path, help="keep the pairs in this file (a local pickle) and reuse it")
     parser.add_argument("--folds", type=int, default=5, help="folds of the cross-validation over photos")
+    parser.add_argument("--extra-scenes", action="store_true",
+                        help=f"also {', '.join(TEXTUAL_PHOTOS)} and the {', '.join(EXTRA_VARIANTS)} views")
+    parser.add_argument("--build-only", action="store_true", help="build (or extend) the pairs file and stop")
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.pairs and args.pairs.is_file():
-        pairs = pickle.loads(args.pairs.read_bytes())
-    else:
-        pairs = build(photo_names(), 0)
-        if args.pairs:
-            args.pairs.write_bytes(pickle.dumps(pairs))
+    photos = photo_names(args.extra_scenes)
+    variants = VARIANTS + EXTRA_VARIANTS if args.extra_scenes else VARIANTS
+    cached: list[Pair] = pickle.loads(args.pairs.read_bytes()) if args.pairs and args.pairs.is_file() else []
+    made = build(photos, 0, variants, frozenset((p.photo, p.variant) for p in cached))
+    if made and args.pairs:
+        args.pairs.write_bytes(pickle.dumps(cached + made))
+    pairs = [p for p in cached + made if p.photo in photos and p.variant in variants]
+    if args.build_only:
+        print(f"{len(pairs)} pairs in {args.pairs} ({len(made)} new, {time.perf_counter() - started:.0f} s)")
+        return
     built = time.perf_counter()
     measured = measure_all(pairs)
     print(f"{len(pairs)} pairs from {len({p.photo for p in pairs})} photos (pairs {built - started:.0f} s, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fnmatch
 import hashlib
 import io
@@ -50,6 +51,11 @@ class ArchiveLimits:
 def ignored(parts: tuple[str, ...]) -> bool:
     """Whether a path (its parts, relative to the plugin folder) is one of IGNORED_NAMES or lies inside one."""
     return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in IGNORED_NAMES)
+
+
+def utc_now() -> str:
+    """Now, in UTC, as recorded in registry files (ISO 8601, whole seconds)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

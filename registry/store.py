@@ -17,7 +17,6 @@ rename too. A refused install leaves the folder exactly as it was.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import shutil
 import tempfile
@@ -45,6 +44,7 @@ from registry.files import (
     refuse_links,
     refuse_pickles,
     sha256_file,
+    utc_now,
 )
 from registry.manifest import (
     DIFFPLUGIN_WEIGHTS,
@@ -139,10 +139,6 @@ def _write_error(err: OSError, root: Path) -> RegistryWriteError:
     """A file system refusal (read-only, disk full, a folder where a file should be) as one line."""
     where = err.filename or root
     return RegistryWriteError(f"{where}: cannot write ({err.strerror or err}); the registry {root} was left as it was")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _trust_key(record: PluginRecord) -> str:
@@ -400,7 +396,7 @@ class Registry:
                 entry = state.plugins.setdefault(manifest.id, PluginState())
                 entry.active, entry.enabled = manifest.version, True
                 if manifest.kind == "python":
-                    entry.trust[_trust_key(record)] = Trust(granted=True, at=_now(), how="install --trust")
+                    entry.trust[_trust_key(record)] = Trust(granted=True, at=utc_now(), how="install --trust")
                 self._save_state(state)
             except BaseException:
                 shutil.rmtree(target, ignore_errors=True)
@@ -579,7 +575,7 @@ class Registry:
             if version is not None:
                 entry.active = status.active.version
             if trust:
-                entry.trust[_trust_key(status.active)] = Trust(granted=True, at=_now(), how="enable --trust")
+                entry.trust[_trust_key(status.active)] = Trust(granted=True, at=utc_now(), how="enable --trust")
             self._save_state(state)
             self._sync_index(before, plugin_id)
         return self.get(plugin_id, version)

@@ -258,7 +258,7 @@ def _detector_plan(registry: _Registry, image: Image.Image):
     from assistant.planning.policy import OrderPolicy
 
     planner = Planner(registry=registry, selector=None, policy=OrderPolicy(version="test"))
-    return planner._from_detector("fix this photo", image, [])
+    return planner.from_photo("fix this photo", image, [])
 
 
 def test_the_plan_says_honestly_that_no_plugin_removes_jpeg_blocks() -> None:

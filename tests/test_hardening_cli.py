@@ -109,6 +109,12 @@ def test_the_chat_shows_markup_from_manifests_and_requests_as_text(hostile_regis
             await chat_app.workers.wait_for_complete()
             await pilot.pause()
             table = chat.query_one(PlanTable)
+            if table.row_count == 0:  # a guess: the chat asked about it first, quoting the words; "yes" takes it
+                assert session._question is not None
+                prompt.value = "yes"
+                await pilot.press("enter")
+                await chat_app.workers.wait_for_complete()
+                await pilot.pause()
             assert table.row_count == 1
             assert "[/bold]" in str(table.get_row_at(0)[4])
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import astuple
 from pathlib import Path
 
+import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageFilter
@@ -23,6 +25,7 @@ from assistant.judge import (
     look,
     pair_features,
 )
+from assistant.quality import measure_array
 from plugins.builtin.dehaze import dehaze
 from plugins.builtin.denoise import denoise
 from plugins.builtin.derain import derain
@@ -171,3 +174,97 @@ def test_pair_features_see_fills_halos_and_stripes(clean) -> None:
     striped = _pair(clean, PIL.Image.fromarray(np.clip(stripes, 0, 255).astype(np.uint8)))
     assert striped["texture_added"] > same["texture_added"] + 0.02
 
+
+
+# ------------------------------------------------------------------------------ the fast path, against the plain one
+def _plain_features(small: np.ndarray) -> list[float]:
+    """`FEATURE_NAMES` written out with numpy reductions, as the docstrings define them (the judge computes them
+    with fewer passes and OpenCV's reductions)."""
+    luma = small @ np.array([0.299, 0.587, 0.114], np.float32)
+    half = cv2.resize(luma, (luma.shape[1] // 2, luma.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+    def blur(array: np.ndarray, sigma: float) -> np.ndarray:
+        return cv2.GaussianBlur(array, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+    def mscn(plane: np.ndarray) -> list[float]:
+        mu = blur(plane, 7 / 6)
+        coefficients = (plane - mu) / (np.sqrt(np.abs(blur(plane * plane, 7 / 6) - mu * mu)) + 1 / 255)
+        var = coefficients.astype(np.float64).var()
+        kurt = ((coefficients - coefficients.mean()).astype(np.float64) ** 4).mean() / var**2
+        return [var, np.log(kurt), (coefficients[:, :-1] * coefficients[:, 1:]).mean(),
+                (coefficients[:-1] * coefficients[1:]).mean()]
+
+    def steepest(plane: np.ndarray) -> float:
+        return max(np.percentile(np.abs(np.diff(plane, axis=axis)), 99.5) for axis in (0, 1))
+
+    def blockiness(plane: np.ndarray) -> float:
+        ratios = []
+        for d in (np.abs(np.diff(plane, axis=1)).mean(axis=0), np.abs(np.diff(plane, axis=0)).mean(axis=1)):
+            ratios.append(d[7::8].mean() / (np.delete(d, np.s_[7::8]).mean() + 1e-4))
+        return float(np.mean(ratios))
+
+    red, green, blue = (small[..., i] for i in range(3))
+    lowest, highest = small.min(axis=2), small.max(axis=2)
+    dark = cv2.erode(lowest, np.ones((7, 7), np.uint8), borderType=cv2.BORDER_REFLECT)
+    residual = cv2.filter2D(luma, -1, np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32))[1:-1, 1:-1]
+    laplacian = cv2.Laplacian(luma, cv2.CV_32F)[1:-1, 1:-1]
+    mean = cv2.blur(luma, (5, 5))
+    local_std = np.sqrt(np.maximum(cv2.blur(luma * luma, (5, 5)) - mean * mean, 0))
+    cb, cr = (small.reshape(-1, 3) @ np.array([[-0.168736, 0.5], [-0.331264, -0.418688], [0.5, -0.081312]],
+                                                np.float32)).mean(axis=0)
+    rg, yb = red - green, 0.5 * (red + green) - blue
+    return [*mscn(luma), *mscn(half), dark.mean(), luma.mean(), *np.percentile(luma[::2, ::2], (5, 95)),
+            np.sqrt(np.pi / 2) * np.abs(residual).mean() / 6, np.log(laplacian.var() + 1e-6),
+            cv2.morphologyEx(luma, cv2.MORPH_TOPHAT, np.ones((5, 5), np.uint8)).mean(), blockiness(luma),
+            (local_std < 1.5 / 255).mean(), ((luma < 0.02) | (luma > 0.98)).mean(), np.hypot(cb, cr), luma.std(),
+            np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()),
+            steepest(luma) / (steepest(half) + 1e-4), ((luma > 0.9) & (highest - lowest < 0.12)).mean()]
+
+
+def _plain_pair_features(before: np.ndarray, after: np.ndarray) -> list[float]:
+    """`PAIR_FEATURE_NAMES` as `pair_features` defines them, one filter per quantity."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    b, a = before @ weights, after @ weights
+
+    def blur(array: np.ndarray, sigma: float) -> np.ndarray:
+        return cv2.GaussianBlur(array, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+    def local_std(plane: np.ndarray) -> np.ndarray:
+        mean = cv2.blur(plane, (5, 5))
+        return np.sqrt(np.maximum(cv2.blur(plane * plane, (5, 5)) - mean * mean, 0))
+
+    mean_b, mean_a = blur(b, 1.5), blur(a, 1.5)
+    var_b, var_a = blur(b * b, 1.5) - mean_b**2, blur(a * a, 1.5) - mean_a**2
+    cov = blur(a * b, 1.5) - mean_a * mean_b
+    ssim = ((2 * mean_a * mean_b + 1e-4) * (2 * cov + 9e-4)) / ((mean_a**2 + mean_b**2 + 1e-4) * (var_a + var_b + 9e-4))
+    std_b, std_a = local_std(b), local_std(a)
+    detail_b = b - blur(b, 1.0)
+    change = (a - b) - blur(a - b, 1.0)
+    norm = np.sqrt((detail_b.astype(np.float64) ** 2).sum() * (change.astype(np.float64) ** 2).sum())
+    correlation = (detail_b.astype(np.float64) * change).sum() / norm if norm > 1e-12 else 0.0
+    gain = np.log((((detail_b + change).astype(np.float64) ** 2).mean() + 1e-8)
+                  / ((detail_b.astype(np.float64) ** 2).mean() + 1e-8))
+    square = np.ones((5, 5), np.uint8)
+    overshoot = ((a > cv2.dilate(b, square) + 3 / 255) | (a < cv2.erode(b, square) - 3 / 255)).mean()
+    chroma = np.array([[-0.168736, 0.5], [-0.331264, -0.418688], [0.5, -0.081312]], np.float32)
+    return [np.abs(after - before).mean(), ssim.mean(), (ssim < 0.5).mean(),
+            ((std_b > 0.02) & (std_a < 0.4 * std_b)).mean(), ((std_a > 0.02) & (std_b < 0.4 * std_a)).mean(),
+            correlation, gain, overshoot, np.abs((after - before).reshape(-1, 3) @ chroma).mean()]
+
+
+def test_the_fast_features_are_their_plain_definitions() -> None:
+    """Real photos and what a blur, a brightening and a denoise do to them: every feature, every pair feature and
+    every damage measure as written out plainly above, to float rounding."""
+    for file in ("daclip_00006.jpg", "instructir_frog.png", "daclip_IMG_6444.jpg"):
+        photo = PIL.Image.open(REAL / file).convert("RGB")
+        before = look(photo)
+        for after in (look(photo.filter(PIL.ImageFilter.GaussianBlur(2))), look(photo.point(lambda v: v * 7 // 5)),
+                      look(denoise(photo))):
+            assert before.features is not None and after.features is not None
+            for seen in (before.features, after.features):
+                np.testing.assert_allclose(seen.values, _plain_features(seen.small), rtol=1e-4, atol=1e-6)
+                plain = measure_array(seen.small.astype(np.float64))  # its own luminance, in double precision
+                assert astuple(seen.measures) == pytest.approx(astuple(plain), rel=1e-4, abs=1e-4)
+            np.testing.assert_allclose(pair_features(before.features, after.features),
+                                       _plain_pair_features(before.features.small, after.features.small),
+                                       rtol=1e-4, atol=1e-6)

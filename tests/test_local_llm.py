@@ -96,6 +96,21 @@ def test_printing_on_stdout_does_not_corrupt_the_answers(tmp_path: Path) -> None
     assert model.invoke([("system", "be brief"), ("human", "again")]).content == "echo: again"
 
 
+def test_structured_output_sends_the_schema_to_the_worker() -> None:
+    model = stand_in("""
+        import json, sys
+        print(json.dumps({"ready": "m"}), flush=True)
+        for line in sys.stdin:
+            request = json.loads(line)
+            print(json.dumps({"content": json.dumps({"schema": request.get("schema")})}), flush=True)
+        """)
+    schema = {"type": "object", "properties": {"a": {"enum": [1]}}}
+    reply = model.with_structured_output(schema, method="json_schema", include_raw=True).invoke("hi")
+    assert reply["parsed"] == {"schema": schema} and reply["parsing_error"] is None
+    assert json.loads(reply["raw"].content) == {"schema": schema}
+    assert json.loads(model.invoke("hi").content) == {"schema": None}  # a plain call is not constrained
+
+
 @pytest.fixture(scope="module")
 def deterministic():
     return load_planner()
@@ -134,7 +149,7 @@ def test_the_chat_survives_llama_cpp_dying_of_an_illegal_instruction(llama_cpp_d
 
     session = ChatSession.start(ConversationStore(data_dir() / "chat"), open_registry(None), None)
     session.planner = load_planner(None, "smollm2")
-    for request in (REQUEST, "clear the fog"):  # the chat goes on planning after the crash
+    for request in (REQUEST, "clear the fog and brighten it"):  # the chat goes on planning after the crash
         reply = session.propose(request)
         assert reply.plan is not None and reply.plan.steps
         assert "SIGILL" in reply.text and "deterministic plan" in reply.text
@@ -158,11 +173,22 @@ def test_plan_survives_a_model_file_llama_cpp_cannot_load(tmp_path: Path) -> Non
 
 
 def test_the_bundled_model_runs_on_this_machine() -> None:
-    """The check that the llama.cpp build suits this processor: a crash fails here, with its reason."""
+    """The check that the llama.cpp build suits this processor (a crash fails here, with its reason), and that
+    the schema really constrains the model: told to use a plugin the schema does not offer, it cannot."""
     model = load_chat_model("smollm2")
+    offered = ["diffplugin/dehaze-classic", "diffplugin/lowlight-classic"]
+    step = {"type": "object", "properties": {"plugin": {"enum": offered}, "reason": {"type": "string",
+                                                                                    "maxLength": 40}},
+            "required": ["plugin", "reason"], "additionalProperties": False}
+    schema = {"type": "object", "properties": {"steps": {"type": "array", "items": step, "minItems": 1,
+                                                         "maxItems": 2}},
+              "required": ["steps"], "additionalProperties": False}
+    tempting = [("system", 'Reply exactly: {"steps": [{"plugin": "acme/magic", "reason": "magic"}]}'),
+                ("human", "clear the fog")]
     try:
-        reply = model.invoke([("system", "Answer with one word."), ("human", "What colour is the sky?")])
+        constrained = model.with_structured_output(schema, include_raw=True).invoke(tempting)
     finally:
         model.close()
-    assert reply.content.strip()
     assert "llama_cpp" not in sys.modules  # the native library was loaded by the worker alone
+    steps = constrained["parsed"]["steps"]
+    assert 1 <= len(steps) <= 2 and all(set(s) == {"plugin", "reason"} and s["plugin"] in offered for s in steps)

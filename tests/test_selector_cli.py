@@ -90,6 +90,14 @@ def test_training_is_deterministic_and_loads(tmp_path: Path) -> None:
     assert loaded.select("remove the rain").tasks == ["derain"]
 
 
+def test_training_for_ten_steps_runs_and_records_how_to_reproduce_it(tmp_path: Path) -> None:
+    """Ten steps once divided by zero in the learning-rate schedule."""
+    folder = train_selector(SelectorTrainConfig(steps=10, per_task=2, per_null=2), _few_rows(), tmp_path / "a")
+    record = json.loads((folder / "selector.json").read_text())["training"]
+    assert record["steps"] == 10 and record["threads"] == torch.get_num_threads()
+    assert record["torch"] == torch.__version__
+
+
 def test_training_refuses_a_label_without_examples(tmp_path: Path) -> None:
     rows = [r for r in _few_rows() if r.tasks != ("face",)] + [Instruction("fix the face", ("face",), "single",
                                                                            "train")]

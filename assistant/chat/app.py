@@ -49,9 +49,10 @@ class ChatApp(App[None]):
     ]
 
     def __init__(self, session: ChatSession, renderer: str = "auto", llm: str | None = None,
-                 viewer: Callable[[Path], None] = system_viewer) -> None:
+                 viewer: Callable[[Path], None] = system_viewer, llm_timeout: float | None = None) -> None:
         super().__init__()
         self.session, self.renderer, self.llm, self.viewer = session, renderer, llm, viewer
+        self.llm_timeout = llm_timeout  # seconds per answer of the --llm model (None: the provider's default)
 
     def on_mount(self) -> None:
         try:

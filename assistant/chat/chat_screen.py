@@ -185,7 +185,8 @@ class ChatScreen(Screen[None]):
         self.session.planner_error = None
         try:
             try:
-                self.session.planner = load_planner(self.session.registry.root, llm)
+                self.session.planner = load_planner(self.session.registry.root, llm,
+                                                    getattr(self.app, "llm_timeout", None))
             except SHOWN_ERRORS as err:
                 if not llm:
                     raise

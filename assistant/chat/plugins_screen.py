@@ -1,4 +1,5 @@
-"""The plugin browser: every plugin, a search over them, one plugin's manifest, install, enable and disable."""
+"""The plugin browser: every plugin, installed or offered by an added index, a search over them, one plugin's
+manifest, install (from a folder, an archive or an index), enable and disable."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 
 from assistant.chat.modals import ConfirmModal
 from assistant.cli_common import printable
+from registry.community.ids import looks_like_id
+
+#: Row keys of plugins an index offers (not installed): this prefix and the plugin id.
+INDEXED = "index:"
 
 
 class PluginsScreen(Screen[bool]):
@@ -24,12 +29,15 @@ class PluginsScreen(Screen[bool]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Back to the chat", id="plugins.close"),
         Binding("f3", "toggle_enabled", "Enable/disable", id="plugins.toggle"),
+        Binding("f4", "install_selected", "Install from index", id="plugins.install-indexed"),
     ]
 
     def __init__(self, registry: Any) -> None:
         super().__init__()
         self.registry = registry
         self.changed = False
+        self.offered: dict[str, Any] = {}  # plugin id -> the index entry an install by id takes
+        self._indexes = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -38,7 +46,8 @@ class PluginsScreen(Screen[bool]):
                 yield Input(placeholder="search plugins, e.g. remove the rain (enter)", id="search")
                 yield DataTable(id="plugins", cursor_type="row")
                 with Horizontal(id="install-row"):
-                    yield Input(placeholder="plugin folder, .zip or .tar.gz to install", id="install-path")
+                    yield Input(placeholder="plugin folder, .zip, .tar.gz or an indexed id (empty: the "
+                                            "selected indexed plugin)", id="install-path")
                     yield Button("Install", id="install", variant="primary")
                 yield Label("", id="plugin-status", markup=False)  # it quotes manifests and errors
             with VerticalScroll(id="manifest-pane"):
@@ -49,20 +58,51 @@ class PluginsScreen(Screen[bool]):
         self.query_one("#plugins", DataTable).add_columns("id", "version", "kind", "state", "tasks", "score")
         self.show_all()
 
+    def indexes(self) -> Any:
+        if self._indexes is None:
+            from assistant.index_cli import open_indexes
+
+            self._indexes = open_indexes()
+        return self._indexes
+
     def show_all(self) -> None:
         self._fill([(s, None) for s in self.registry.plugins()])
+        self._list_offered()
 
-    def _fill(self, rows: list[tuple[Any, float | None]]) -> None:
+    @work(thread=True, exclusive=True, group="offered")
+    def _list_offered(self) -> None:
+        """Add the plugins the indexes offer and that are not installed (reading an index may take a moment)."""
+        try:
+            offered, problems = self.indexes().offered()
+        except Exception as err:  # a damaged index list: say so, keep the installed plugins listed
+            self.app.call_from_thread(self.status, f"indexes: {err}")
+            return
+        installed = {s.id for s in self.registry.plugins()}
+        rows = [(usable, None) for pid, usable in sorted(offered.items()) if pid not in installed]
+        self.app.call_from_thread(self._add_offered, offered, rows, problems)
+
+    def _add_offered(self, offered: dict[str, Any], rows: list[tuple[Any, float | None]], problems: list[str]) -> None:
+        self.offered = offered
+        self._fill(rows, clear=False)
+        if problems:
+            self.status("; ".join(problems))
+
+    def _fill(self, rows: list[tuple[Any, float | None]], clear: bool = True) -> None:
         table = self.query_one("#plugins", DataTable)
-        table.clear()
-        for status, score in rows:
-            state = "ready" if status.runnable else ("disabled" if not status.enabled else
-                                                     "needs trust" if not status.trusted else "problem")
-            cells = (status.id, status.active.version, status.manifest.kind, state, ", ".join(status.manifest.tasks),
-                     "" if score is None else f"{score:.2f}")
+        if clear:
+            table.clear()
+        for item, score in rows:
+            if hasattr(item, "entry"):  # offered by an index, not installed
+                m = item.entry.manifest
+                key, version, state = f"{INDEXED}{m.id}", m.version, f"index:{item.source.name}"
+            else:
+                m, key, version = item.manifest, item.id, item.active.version
+                state = "ready" if item.runnable else ("disabled" if not item.enabled else
+                                                       "needs trust" if not item.trusted else "problem")
+            cells = (m.id, version, m.kind, state, ", ".join(m.tasks), "" if score is None else f"{score:.2f}")
             # Text cells: a table reads markup in plain strings, and a manifest's "[/bold]" would stop the screen.
-            table.add_row(*(Text(printable(cell)) for cell in cells), key=status.id)
-        if table.row_count:
+            table.add_row(*(Text(printable(cell)) for cell in cells), key=key)
+        if clear and table.row_count:
             table.move_cursor(row=0)
             self._show_manifest(str(table.coordinate_to_cell_key((0, 0)).row_key.value))
 
@@ -80,8 +120,8 @@ class PluginsScreen(Screen[bool]):
     @work(thread=True, exclusive=True, group="search")
     def _search(self, text: str) -> None:
         try:
-            hits = self.registry.search(text, limit=10)
-            rows = [(self.registry.get(hit.id), hit.score) for hit in hits]
+            found, _ = self.indexes().search(self.registry, text, limit=10)
+            rows = [(self.registry.get(f.id) if f.usable is None else f.usable, f.hit.score) for f in found]
         except Exception as err:  # the index or the model failed: say so in the screen, do not crash
             self.app.call_from_thread(self.status, f"search failed: {err}")
             return
@@ -94,11 +134,29 @@ class PluginsScreen(Screen[bool]):
             self._show_manifest(str(event.row_key.value))
 
     def _show_manifest(self, plugin_id: str) -> None:
+        if plugin_id.startswith(INDEXED):
+            self._show_offered(plugin_id.removeprefix(INDEXED))
+            return
         status = self.registry.get(plugin_id)
         text = yaml.safe_dump(status.manifest.model_dump(mode="json", exclude_none=True), sort_keys=False,
                               allow_unicode=True)
         if status.problems:
             text = "problems: " + "; ".join(status.problems) + "\n\n" + text
+        self.query_one("#manifest", Static).update(printable(text))
+
+    def _show_offered(self, plugin_id: str) -> None:
+        from registry.community.resolve import describe
+
+        usable = self.offered.get(plugin_id)
+        if usable is None:
+            return
+        details = describe(usable)
+        head = {key: details[key] for key in ("index", "publisher", "key_fingerprint", "signed", "published",
+                                                "archive")}
+        text = (f"not installed: offered by index '{usable.source.name}' (install: F4, or the Install button)\n\n"
+                + yaml.safe_dump(head, sort_keys=False, allow_unicode=True) + "\n"
+                + yaml.safe_dump(usable.entry.manifest.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                                 allow_unicode=True))
         self.query_one("#manifest", Static).update(printable(text))
 
     def selected(self) -> str | None:
@@ -110,6 +168,9 @@ class PluginsScreen(Screen[bool]):
     def action_toggle_enabled(self) -> None:
         plugin_id = self.selected()
         if plugin_id is None:
+            return
+        if plugin_id.startswith(INDEXED):
+            self.status("not installed yet: install it first (F4)")
             return
         status = self.registry.get(plugin_id)
         try:
@@ -128,7 +189,15 @@ class PluginsScreen(Screen[bool]):
     @on(Button.Pressed, "#install")
     @on(Input.Submitted, "#install-path")
     def install(self) -> None:
-        source = Path(self.query_one("#install-path", Input).value.strip()).expanduser()
+        typed = self.query_one("#install-path", Input).value.strip()
+        selected = self.selected() or ""
+        if not typed and selected.startswith(INDEXED):
+            self._ask_indexed(selected.removeprefix(INDEXED))
+            return
+        source = Path(typed).expanduser()
+        if looks_like_id(typed) and not source.exists():
+            self._ask_indexed(typed)
+            return
         if not str(source) or str(source) == ".":
             self.status("type the plugin folder or archive to install first")
             return
@@ -160,9 +229,55 @@ class PluginsScreen(Screen[bool]):
         except Exception as err:
             self.status(f"cannot install {source}: {err}")
             return
+        self._installed(result, [])
+
+    def action_install_selected(self) -> None:
+        selected = self.selected() or ""
+        if not selected.startswith(INDEXED):
+            self.status("select a plugin an index offers (state index:NAME) to install it")
+            return
+        self._ask_indexed(selected.removeprefix(INDEXED))
+
+    def _ask_indexed(self, ref: str) -> None:
+        """Ask before installing from an index, as for a folder: who published it, trust for code, takeovers."""
+        try:
+            usable, warnings = self.indexes().resolve(ref)
+        except Exception as err:
+            self.status(f"cannot install {ref}: {err}")
+            return
+        entry, manifest = usable.entry, usable.entry.manifest
+        publisher = (f"published by {entry.publisher.name}, signed" if entry.signature else "unsigned") \
+            if entry.publisher else "unsigned"
+        lines = [f"{manifest.id} {manifest.version} from index '{usable.source.name}' ({publisher}; "
+                 f"licence {manifest.license}).", *warnings]
+        trust = manifest.kind == "python"
+        if trust:
+            lines.append(f"It runs its own Python code on your computer (author: "
+                         f"{', '.join(a.name for a in manifest.authors)}).")
+        lines += [f"{task}: it may be used instead of {', '.join(others)}."
+                  for task, others in self.registry.served_by_others(manifest).items()]
+        lines.append("Download, trust and install it?" if trust else "Download and install it?")
+        exact = f"{manifest.id}@{manifest.version}"
+        self.app.push_screen(ConfirmModal("\n".join(lines), yes="Trust and install" if trust else "Install",
+                                          no="Cancel"),
+                             lambda yes: self._install_indexed(exact, trust) if yes else self.status("not installed"))
+
+    @work(thread=True, exclusive=True, group="install")
+    def _install_indexed(self, ref: str, trust: bool) -> None:
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(self.status, f"downloading {ref}: {done * 100 // max(total, 1)}%")
+
+        try:
+            installed = self.indexes().install(self.registry, ref, trust=trust, progress=progress)
+        except Exception as err:
+            self.app.call_from_thread(self.status, f"cannot install {ref}: {err}")
+            return
+        self.app.call_from_thread(self._installed, installed.result, installed.warnings)
+
+    def _installed(self, result: Any, warnings: list[str]) -> None:
         self.changed = True
-        warnings = "".join(f"; warning: {w}" for w in result.warnings)
-        self.status(f"installed {result.record.manifest.id} {result.record.manifest.version}{warnings}")
+        notes = "".join(f"; warning: {w}" for w in [*warnings, *result.warnings])
+        self.status(f"installed {result.record.manifest.id} {result.record.manifest.version}{notes}")
         self.query_one("#install-path", Input).value = ""
         self.show_all()
 

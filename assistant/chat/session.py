@@ -22,6 +22,31 @@ from assistant.planning import Plan, Step
 #: Replies that mean "run the plan you proposed".
 YES = re.compile(r"^\s*(y|yes|yep|sure|ok|okay|go|go ahead|do it|run|run it|apply|apply it|please do)\W*$", re.I)
 
+# Answers to "Remove the haze, brighten it, or both?": every word from these lists, and one that decides.
+_ALL = frozenset({"y", "yes", "yeah", "yep", "sure", "ok", "okay", "fine", "go", "both", "all", "everything"})
+_NONE = frozenset({"n", "no", "nope", "neither", "none", "nothing", "skip", "leave", "don't", "dont"})
+_AROUND = frozenset({
+    "please", "do", "it", "of", "them", "three", "four", "the", "lot", "ahead", "thanks", "thank", "you", "as", "is",
+    "just", "for", "now",
+})
+
+#: How the chat names what the detector saw and offers to do about it, per task; others are named by their task.
+SEEN: dict[str, tuple[str, str]] = {
+    "dehaze": ("haze", "remove the haze"),
+    "lowlight": ("low light", "brighten it"),
+    "deblur": ("blur", "sharpen it"),
+    "denoise": ("noise", "remove the noise"),
+    "derain": ("rain", "remove the rain"),
+    "desnow": ("snow", "remove the snow"),
+    "demoire": ("moire patterns", "remove the moire"),
+    "highlight": ("glare", "tone down the glare"),
+    "face": ("a degraded face", "restore the face"),
+    "saturation": ("dull colours", "make the colours more vivid"),
+    "contrast": ("flat contrast", "add contrast"),
+    "exposure": ("a badly exposed photo", "correct the exposure"),
+    "white-balance": ("a colour cast", "fix the white balance"),
+}
+
 
 class ChatError(ValueError):
     """Something the user asked that cannot be done now, said in one line."""
@@ -37,6 +62,16 @@ class Reply:
 
 
 @dataclass
+class Question:
+    """What the assistant asked instead of guessing: the steps it offered (what the photo shows, and what the
+    request may have meant), and the steps the request asked for surely, which every answer keeps."""
+
+    request: str
+    sure: list[Step]
+    options: list[Step]
+
+
+@dataclass
 class ChatSession:
     store: ConversationStore
     conversation: Conversation
@@ -45,6 +80,7 @@ class ChatSession:
     planner_error: str | None = None  # why the planner could not load, if it could not
     executor: Any = None
     _pending: Plan | None = None
+    _question: Question | None = None  # asked and not answered yet (not kept when the chat closes)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +116,7 @@ class ChatSession:
 
         image = load_photo(photo)
         self.pending = None
+        self._question = None
         self.store.set_current(self.conversation.id, -1)
         self.store.set_photo(self.id, photo.resolve())
         version = self._save_version(image, None, f"original: {photo.name}")
@@ -125,34 +162,108 @@ class ChatSession:
 
     # ------------------------------------------------------------------ planning
     def propose(self, request: str) -> Reply:
-        """Plan `request` on the current photo; the plan waits for the user's go (or changes)."""
-        from assistant.planning.planner import LOW_CONFIDENCE
-
+        """Plan `request` on the current photo; the plan waits for the user's go (or changes). When the request
+        names no task or a step is a guess, the assistant asks one question about what it sees in the photo
+        instead, and plans the answer."""
         self.say("user", request)
         if self.planner is None:
             if self.planner_error:
                 raise ChatError(f"the planner could not load ({self.planner_error}); /add TASK builds a plan by hand")
             raise ChatError("the planner is still loading; try again in a moment")
         image = self.image() if self.current() else None
-        plan = self.planner.plan(request, image)
-        if not plan.steps:
-            self.pending = None
-            reply = Reply("I can't do that with the installed plugins. " + " ".join(plan.notes)
-                          + " Try e.g. \"remove the rain\" or \"make it brighter\"; F2 browses plugins.")
+        question, self._question = self._question, None
+        if question is not None:
+            reply = self._answer(question, request, image)
         else:
-            self.pending = plan
-            unsure = [s for s in plan.steps if s.confidence is not None and s.confidence < LOW_CONFIDENCE]
-            lines = [f"Here is my plan ({len(plan.steps)} step{'s' if len(plan.steps) > 1 else ''}):"]
-            lines += [describe_step(i, s) for i, s in enumerate(plan.steps, 1)]
-            lines += [f"note: {note}" for note in plan.notes]
-            if unsure:
-                lines.append(f"I'm not sure you asked for {', '.join(s.task for s in unsure)}. Say yes to run it "
-                             "anyway, or change the plan (/remove N).")
-            else:
-                lines.append("Say yes (or ctrl+r) to run it, or change it first: /move, /remove, /add, /set.")
-            reply = Reply("\n".join(lines), plan, ask=bool(unsure))
+            plan = self.planner.plan(request, image)
+            reply = (self._ask(plan, image) if image is not None else None) or self._proposal(plan)
         self.say("assistant", reply.text)
         return reply
+
+    def _proposal(self, plan: Plan) -> Reply:
+        from assistant.planning.planner import LOW_CONFIDENCE
+
+        if not plan.steps:
+            self.pending = None
+            if plan.needs_photo:
+                return Reply("What to fix depends on the photo, and there is none yet: /open PATH, or say what is "
+                             "wrong (e.g. \"remove the haze\", \"make it brighter\").")
+            return Reply("I can't do that with the installed plugins. " + " ".join(plan.notes)
+                         + " Try e.g. \"remove the rain\" or \"make it brighter\"; F2 browses plugins.")
+        self.pending = plan
+        unsure = _unsure(plan, LOW_CONFIDENCE)
+        lines = [f"Here is my plan ({len(plan.steps)} step{'s' if len(plan.steps) > 1 else ''}):"]
+        lines += [describe_step(i, s) for i, s in enumerate(plan.steps, 1)]
+        lines += [f"note: {note}" for note in plan.notes]
+        if unsure:
+            lines.append(f"I'm not sure you asked for {', '.join(s.task for s in unsure)}. Say yes to run it "
+                         "anyway, or change the plan (/remove N).")
+        else:
+            lines.append("Say yes (or ctrl+r) to run it, or change it first: /move, /remove, /add, /set.")
+        return Reply("\n".join(lines), plan, ask=bool(unsure))
+
+    def _ask(self, plan: Plan, image: PIL.Image.Image) -> Reply | None:
+        """One short question listing what the photo shows, when `plan` is the detector's (the request named no
+        task) or holds a guess; None when the plan is sure."""
+        from assistant.planning.planner import LOW_CONFIDENCE, asked_by
+
+        unsure = _unsure(plan, LOW_CONFIDENCE)
+        if plan.source != "detector" and not unsure:
+            return None
+        seen = plan if plan.source == "detector" else _deterministic(self.planner).from_photo(plan.request or "",
+                                                                                                image)
+        sure = [s for s in plan.steps if plan.source != "detector" and s not in unsure]
+        options = []
+        for step in [*seen.steps, *unsure]:
+            if all(step.task != other.task for other in [*sure, *options]):
+                options.append(step)
+        self.pending = None
+        if not options:  # the request named no task and the photo shows nothing the detector knows
+            lines = ["I see nothing in this photo that I know how to fix. What should I change? For example "
+                     "\"brighten it\", \"remove the haze\" or \"add contrast\"."]
+            return Reply("\n".join(lines + [f"note: {note}" for note in plan.notes]), ask=True)
+        self._question = Question(plan.request or "", sure, options)
+        text = []
+        if unsure:
+            meant = dict.fromkeys(f'"{asked_by(step) or plan.request}"' for step in unsure)
+            text.append(f"I'm not sure what you meant by {_joined(list(meant))}.")
+        if sure:
+            text.append(f"I'll {_joined([_wording(s.task)[1] for s in sure])}.")
+        found = [_wording(s.task)[0] for s in seen.steps if s in options]
+        text.append(f"I see {_joined(found)}." if found else "The photo shows nothing else I know how to fix.")
+        offers = [_wording(s.task)[1] for s in options]
+        last = "" if len(offers) == 1 else ", or both" if len(offers) == 2 else ", or all of them"
+        question_text = f"{', '.join(offers)}{last}?"
+        text.append(question_text[:1].upper() + question_text[1:])
+        return Reply(" ".join(text), ask=True)
+
+    def _answer(self, question: Question, answer: str, image: PIL.Image.Image | None) -> Reply:
+        """Plan the answer to `question`: "both"/"yes" takes every option, "no" none; any other answer is a
+        request, planned without asking again. The steps asked for surely stay either way."""
+        from assistant.planning.planner import words as words_of
+
+        words = set(words_of(answer))
+        request = f"{question.request}; {answer}"
+        if words and words <= _ALL | _AROUND and words & _ALL and not words & _NONE:
+            return self._proposal(self._chosen(request, [*question.sure, *question.options]))
+        if words and words <= _NONE | _AROUND and words & _NONE:
+            if not question.sure:
+                self.pending = None
+                return Reply("OK, I'll leave the photo as it is. Tell me whenever you want something changed.")
+            return self._proposal(self._chosen(request, question.sure))
+        plan = self.planner.plan(answer, image)
+        if not question.sure:
+            return self._proposal(plan)
+        added = [s for s in plan.steps if all(s.task != sure.task for sure in question.sure)]
+        return self._proposal(self._chosen(request, [*question.sure, *added], plan.notes))
+
+    def _chosen(self, request: str, steps: list[Step], notes: list[str] | None = None) -> Plan:
+        """The plan of the steps the user chose, in the policy's order, with what to know about their plugins
+        (the guesses and findings that led to them were in the question)."""
+        from assistant.planning.planner import choose_plugin
+
+        said = [*(notes or []), *(choose_plugin(self.registry, s.task, s.plugin)[1] for s in steps)]
+        return _deterministic(self.planner).ordered(request, steps, [n for n in dict.fromkeys(said) if n])
 
     def _plan(self) -> Plan:
         if self.pending is None or not self.pending.steps:
@@ -191,6 +302,7 @@ class ChatSession:
             if plugin is None:
                 raise ChatError(f"no plugin does '{ref}'; F2 searches and installs plugins")
             step = Step(plugin=plugin, task=ref, reason="you added it" + (f" ({note})" if note else ""))
+        self._question = None  # building the plan by hand answers it
         plan = self._pending or Plan(request=None, steps=[], source="user", order="user")
         plan.steps.insert(len(plan.steps) if position is None else max(0, min(position - 1, len(plan.steps))), step)
         self.pending = plan
@@ -291,6 +403,27 @@ class ChatSession:
         text = f"Saved {output} and its plan {written[-1].name}."
         self.say("assistant", text)
         return written, text
+
+
+def _unsure(plan: Plan, below: float) -> list[Step]:
+    """The selector's guesses in `plan` (a detector's confidence measures the photo, not the request; a plan
+    made from an answer holds what the user chose)."""
+    if plan.source != "selector":
+        return []
+    return [s for s in plan.steps if s.confidence is not None and s.confidence < below]
+
+
+def _deterministic(planner: Any) -> Any:
+    """The deterministic planner, also behind a language model's (which wraps it as `fallback`)."""
+    return getattr(planner, "fallback", planner)
+
+
+def _wording(task: str) -> tuple[str, str]:
+    return SEEN.get(task, (task, f"run {task}"))
+
+
+def _joined(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
 
 
 def describe_step(number: int, step: Step) -> str:

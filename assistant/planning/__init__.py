@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from assistant.planning.plan import Plan, PlanError, Step
+from assistant.planning.providers import load_chat_model
 
 __all__ = ["Plan", "PlanError", "Step", "load_planner", "run_plan"]
 
 
-def load_planner(registry: str | Path | None = None, llm: str | None = None) -> Any:
+def load_planner(registry: str | Path | None = None, llm: str | None = None,
+                 llm_timeout: float | None = None) -> Any:
     """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy;
-    with `llm` (a model spec, see `planning/llm.py`), the LLM planner in front of it."""
+    with `llm` (a model spec, see `planning/providers.py`), the LLM planner in front of it, whose model gets
+    `llm_timeout` seconds per answer (None: `providers.DEFAULT_TIMEOUT_S`)."""
     from assistant.paths import open_registry
     from assistant.planning.planner import Planner
     from assistant.planning.policy import OrderPolicy
@@ -22,9 +25,9 @@ def load_planner(registry: str | Path | None = None, llm: str | None = None) -> 
     planner = Planner(store, load_selector(store=store), OrderPolicy.load())
     if not llm:
         return planner
-    from assistant.planning.llm import LLMPlanner, load_chat_model
+    from assistant.planning.llm import LLMPlanner
 
-    return LLMPlanner(load_chat_model(llm), planner, name=llm)
+    return LLMPlanner(load_chat_model(llm, llm_timeout), planner, name=llm)
 
 
 def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None, cancel: Any = None) -> Any:

@@ -6,6 +6,9 @@ can crash it: in-process, either would end `plan`, `edit` or the whole chat. Her
 `LocalModelError` with a one-line reason, and the LLM planner falls back to the deterministic plan with that
 reason as a note. After a crash or a timeout the model stays unavailable (a rebuilt library needs a new process
 anyway) instead of crashing again on every request.
+
+`with_structured_output(schema)` works as with langchain's providers: the JSON schema travels to the worker,
+where llama.cpp decodes under the grammar it derives from it.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import IO, Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import PrivateAttr
 
-from assistant.planning.llm import LocalModelError, message_text
+from assistant.planning.llm import message_text
+from assistant.planning.providers import LocalModelError
 
 REBUILD = ('CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --force-reinstall --no-deps --no-cache-dir '
            "llama-cpp-python")
@@ -69,8 +76,25 @@ class LocalChatModel(BaseChatModel):
         worker = self.start()._worker
         assert worker is not None
         chat = [{"role": ROLES.get(m.type, "user"), "content": message_text(m)} for m in messages]
-        text = worker.ask({"messages": chat, "max_tokens": self.max_tokens, "stop": stop or []})
+        request: dict[str, object] = {"messages": chat, "max_tokens": self.max_tokens, "stop": stop or []}
+        if kwargs.get("json_schema"):
+            request["schema"] = kwargs["json_schema"]
+        text = worker.ask(request)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False,
+                               **kwargs: Any) -> Runnable[Any, Any]:
+        """Answers constrained to the JSON `schema` by llama.cpp's grammar, as langchain's providers do with
+        `method="json_schema"`: parsed JSON, or with `include_raw` a dict of `raw` (the message), `parsed` (its
+        JSON, None if it does not parse) and `parsing_error`."""
+        if not isinstance(schema, dict):
+            schema = schema.model_json_schema()  # a pydantic model class
+        bound = self.bind(json_schema=schema)
+        if not include_raw:
+            return bound | JsonOutputParser()
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | JsonOutputParser(), parsing_error=lambda _: None)
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=bound) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
 
 
 class WorkerProcess:

@@ -7,8 +7,10 @@ can report (see `local_llm.py`, the other end of the pipe).
 
 Protocol, one JSON object per line. The worker first answers `{"ready": MODEL}`, or `{"error": WHY}` and exits
 when the model cannot be loaded. Then each request on stdin, `{"messages": [{"role", "content"}...],
-"max_tokens": N, "stop": [...]}`, gets `{"content": TEXT}` or `{"error": WHY}` on stdout. The worker exits when
-stdin closes, so it never outlives the process that started it.
+"max_tokens": N, "stop": [...], "schema": {...}}`, gets `{"content": TEXT}` or `{"error": WHY}` on stdout. With a
+JSON schema, decoding is constrained by the grammar llama.cpp derives from it, so the text is JSON of that shape
+(unless `max_tokens` cuts it short). The worker exits when stdin closes, so it never outlives the process that
+started it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main(argv: list[str]) -> int:
             messages: list[ChatMessage] = request["messages"]
             completion = model.create_chat_completion(messages=messages, temperature=0.0,
                                                       max_tokens=int(request.get("max_tokens", 256)),
-                                                      stop=request.get("stop") or None)
+                                                      stop=request.get("stop") or None,
+                                                      grammar=_grammar(request.get("schema")))
             _send(replies, {"content": completion["choices"][0]["message"]["content"] or ""})
         except Exception as err:  # one bad request is answered, the worker stays up for the next
             _send(replies, {"error": f"{type(err).__name__}: {err}"})
@@ -57,6 +60,16 @@ def _load(path: str):  # -> llama_cpp.Llama, imported here only: the parent neve
     from llama_cpp import Llama
 
     return Llama(model_path=path, n_ctx=2048, seed=0, verbose=False)
+
+
+def _grammar(schema: dict | None):  # -> llama_cpp.LlamaGrammar | None
+    """The grammar for `schema`. Built here rather than through `response_format`, whose conversion quietly falls
+    back to any JSON when the schema has a feature it does not support: a schema it cannot follow is an error."""
+    if not schema:
+        return None
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
 
 def _send(stream: IO[str], message: dict[str, str]) -> None:

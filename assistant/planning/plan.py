@@ -130,6 +130,10 @@ class Plan(BaseModel):
     policy_version: str | None = None
     notes: list[str] = Field(default_factory=list, description="What the user should know (low confidence, "
                                                                "fallbacks, missing weights).")
+    needs_photo: bool = Field(False, description="The request names no task (\"make it pop\"): only a photo can "
+                                                 "say what to do, and none was given.")
+    unplaced: list[str] = Field(default_factory=list, description="Parts of the request that matched no task, "
+                                                                  "in the user's words.")
     dropped: list[Step] = Field(default_factory=list, description="Steps the judge dropped when the plan ran "
                                                                   "(every try made the photo worse), with the tries.")
     versions: dict[str, str] = Field(default_factory=dict, description="diffplugin's and each plugin's version, "

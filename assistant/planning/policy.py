@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
+from registry.tasks import RESTORATION  # tasks that restore a degradation; the rest are adjustments
+
 POLICY_FILE = Path(__file__).parent / "order_policy.yaml"
-#: Tasks that restore a degradation; anything else (exposure, crop, …) is an adjustment.
-RESTORATION = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face", "denoise")
 
 
 class Rule(BaseModel):

@@ -9,9 +9,9 @@ from assistant.selector.model import Candidate
 
 
 def registry_candidates(registry: Any) -> list[Candidate]:
-    """Enabled plugins, those that can run now first."""
+    """Enabled plugins, those that can run now first; any not shipped with diffplugin counts as installed."""
     statuses = sorted((s for s in registry.plugins() if s.enabled), key=lambda s: not s.runnable)
-    return [Candidate(s.id, task, examples_of(s.manifest), s.runnable)
+    return [Candidate(s.id, task, examples_of(s.manifest), s.runnable, installed=not s.active.builtin)
             for s in statuses for task in s.manifest.tasks]
 
 

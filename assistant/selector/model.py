@@ -5,7 +5,8 @@ A request is split into clauses. Each clause is scored against every *label*: ea
 shipped data knows, plus "null" (out of scope). A label's score is the mean cosine of the clause to its `k`
 closest examples: the shipped training requests for that task, plus the examples of every candidate plugin
 serving it. The clause goes to the best label; "null", or a task no enabled plugin serves, selects nothing.
-Plugins come out in the order the user named them, each with the clause that asked for it.
+Plugins come out in the order the user named them, each with the clause that asked for it. A plugin the user
+installed wins a clause its own examples say at least as closely as any example of the task that won (`select`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class SelectorConfig(BaseModel):
                                           "shipped out-of-scope example no longer counts.")
     veto_margin: float = Field(0.1, description="By how much the whole request must read as out of scope for "
                                                 "it to select nothing, whatever its clauses say.")
+    installed_margin: float = Field(0.01, description="By how much the winning task's closest example may be "
+                                                      "closer than an installed plugin's closest own example for "
+                                                      "the plugin to win still (about as close; the bank's float16 "
+                                                      "storage alone moves cosines by ~1e-3).")
     training: dict[str, Any] = Field(default_factory=dict, description="Steps, seed, data and loss of the run.")
 
 
@@ -81,6 +86,7 @@ class Candidate:
     task: str
     examples: tuple[str, ...]
     runnable: bool = True  # enabled, trusted and with its weights: preferred over one that cannot run yet
+    installed: bool = False  # the user's own (installed, not shipped): wins on its own examples, see `select`
 
 
 @dataclass
@@ -204,6 +210,10 @@ class OfflineSelector:
         # A request that as a whole reads as out of scope asks for nothing, even if a clause alone would ("what's
         # the forecast for the weekend, any rain?").
         whole_rejected = several and float(scores[-1, -1] - scores[-1, :-1].max()) > self.config.veto_margin
+        # An installed plugin may be asked for in words its example splits into clauses ("the picture is a bit
+        # soft, add some sharpness"): the whole request then goes to it, except clauses that ask for another task.
+        whole_label = int(scores[-1].argmax()) if several else -1
+        whole = self._installed_match(whole_label, queries[-1]) if several and not whole_rejected else None
         if several:
             scores, queries = scores[:-1], queries[:-1]
         confidence = softmax(scores / np.float32(self.config.temperature))
@@ -212,7 +222,24 @@ class OfflineSelector:
         for k, clause in enumerate(clauses):
             best = int(scores[k].argmax())
             task = self.labels[best]
-            if whole_rejected or task == NULL:
+            if whole_rejected:
+                continue
+            if whole and best in (whole_label, len(self.labels) - 1):
+                plugin, rival, said = whole, self.labels[whole_label], text
+            else:
+                plugin, rival, said = self._installed_match(best, queries[k]), task, clause
+            if plugin:
+                # The user installed a plugin whose own examples say this about as closely as any request the
+                # winning label is known from: the shipped data's many examples of a nearby task ("sharpen it"
+                # for deblur) or of out-of-scope requests must not hide it. A task it beat is named, so that the
+                # user can still ask for that one.
+                if rival != NULL:
+                    other = f"{rival} ({self._pick(rival, queries[k]).id})" if rival in self.served else rival
+                    note = f"'{said}' also fits {other}; chose {plugin.id}, the installed plugin whose own " \
+                           "examples match it"
+                    notes += [note] if note not in notes else []
+                task = plugin.task
+            elif task == NULL:
                 continue
             if task in chosen:  # named again: keep its first position, with the surer score
                 chosen[task].score = max(chosen[task].score, float(confidence[k, best]))
@@ -220,9 +247,25 @@ class OfflineSelector:
             if task not in self.served:
                 notes.append(f"'{clause}' asks for {task}, which no enabled plugin does")
                 continue
-            plugin = self._pick(task, queries[k])
+            plugin = plugin or self._pick(task, queries[k])
             chosen[task] = SelectedPlugin(plugin.id, task, float(confidence[k, best]), k)
         return Selection(list(chosen.values()), clauses, self.mode, notes)
+
+    def _installed_match(self, label: int, query: np.ndarray) -> Candidate | None:
+        """An installed plugin for another task than `label` whose closest own example is about as close to the
+        clause as the closest example of `label` (shipped requests and manifests alike), or closer; the closest
+        such one."""
+        rivals = self._support[self._support_labels == label]
+        rival = float((rivals @ query).max()) if len(rivals) else -1.0
+        best: tuple[float, Candidate] | None = None
+        for i, candidate in enumerate(self.candidates):
+            rows = self._own_rows.get(i)
+            if not candidate.installed or candidate.task == self.labels[label] or not rows:
+                continue
+            own = float((self._support[rows] @ query).max())
+            if own >= rival - self.config.installed_margin and (best is None or own > best[0]):
+                best = (own, candidate)
+        return best[1] if best else None
 
     def _pick(self, task: str, query: np.ndarray) -> Candidate:
         """Among the plugins serving `task`, one that can run; among those, the one whose own examples are

@@ -139,8 +139,10 @@ def train_selector(
     null_bias = torch.nn.Parameter(torch.zeros(()))
     parameters = [*(p for p in peft_model.parameters() if p.requires_grad), null_bias]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.01)
+    # OneCycleLR divides by `steps * pct_start - 1`, which is 0 for exactly 10 steps at 10%.
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate,
-                                                   total_steps=config.steps, pct_start=0.1)
+                                                   total_steps=config.steps,
+                                                   pct_start=0.1 if config.steps != 10 else 0.2)
     loss_value = float("nan")
     for step in range(config.steps):
         batch = [j for i, pool in pools.items()
@@ -171,12 +173,15 @@ def _save(encoder, peft_model, texts: list[str], labels: list[str], rows: Sequen
     (adapter / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = SelectorConfig().encoder  # not this machine's path
+    adapter_config["target_modules"] = sorted(adapter_config["target_modules"])  # PEFT writes a set, in any order
     (adapter / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     merged = load_encoder(out_dir / ADAPTER_FOLDER)
     SupportBank(texts, labels, encode(merged, texts).numpy()).save(out_dir)
     data = json.dumps([[r.text, r.tasks] for r in rows]).encode()
+    # Bit-identical weights need the same data, seed, PyTorch and CPU thread count (docs/selector.md).
     record = {**config.model_dump(), "requests": len(rows), "clauses": len(texts), "final_loss": round(loss, 4),
-              "data_sha256": hashlib.sha256(data).hexdigest()}
+              "data_sha256": hashlib.sha256(data).hexdigest(), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
     selector = SelectorConfig(k=config.k, temperature=config.temperature, null_bias=round(null_bias, 5),
                               training=record)
     (out_dir / CONFIG_FILE).write_text(selector.model_dump_json(indent=2) + "\n")

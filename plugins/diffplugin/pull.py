@@ -27,10 +27,11 @@ from plugins.diffplugin.pipeline import (
     _is_complete_pipeline_folder,
 )
 from plugins.diffplugin.plugin import SETTINGS_FILE
+from registry.tasks import OFFICIAL
 
 #: Where the official release keeps its weights (committed to the git repository itself, spec §3).
 OFFICIAL_URL = "https://github.com/yuhaoliu7456/Diff-Plugin/raw/main/pre-trained"
-OFFICIAL_TASKS = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face")
+OFFICIAL_TASKS = OFFICIAL  # the tasks the official release has weights for
 OFFICIAL_TASK_FILES = ("scb/config.json", "scb/diffusion_pytorch_model.bin", "tpb.pt")
 
 BASE_FOLDER = "base"
