@@ -144,3 +144,11 @@ def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def print_schema(schema: dict[str, Any], output: Path | None, as_json: bool) -> None:
+    """A JSON Schema (`plugins schema`, `index schema`): to `output`, or printed (it is JSON either way)."""
+    text = json.dumps(schema, indent=2) + "\n"
+    if output is not None:
+        output.write_text(text)
+        emit({"schema": str(output)}, as_json, lambda: typer.echo(f"schema -> {output}"))
+    else:
+        typer.echo(text, nl=False)

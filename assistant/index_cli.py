@@ -6,7 +6,6 @@ indexes added here (see docs/publishing.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from assistant.cli_common import JsonOption, emit, printable, reported
+from assistant.cli_common import JsonOption, emit, print_schema, printable, reported
 
 COMMUNITY_FOLDER = "community"
 KEYS_FOLDER = "keys"
@@ -219,9 +218,4 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="W
     """The JSON Schema of an index document (index.json), for index hosts and tools (always JSON)."""
     from registry.community.format import index_schema
 
-    text = json.dumps(index_schema(), indent=2) + "\n"
-    if output is not None:
-        output.write_text(text)
-        emit({"schema": str(output)}, as_json, lambda: typer.echo(f"schema -> {output}"))
-    else:
-        typer.echo(text, nl=False)
+    print_schema(index_schema(), output, as_json)

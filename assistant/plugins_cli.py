@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, emit, printable, reported
+from assistant.cli_common import CliError, JsonOption, emit, print_schema, printable, reported
 from registry.community.ids import looks_like_id
 from registry.errors import PluginNotFound
 
@@ -375,12 +374,7 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="W
     """The JSON Schema of diffplugin.yaml, for editors and plugin authors (always JSON)."""
     from registry.manifest import manifest_schema
 
-    text = json.dumps(manifest_schema(), indent=2) + "\n"
-    if output is not None:
-        output.write_text(text)
-        emit({"schema": str(output)}, as_json, lambda: typer.echo(f"schema -> {output}"))
-    else:
-        typer.echo(text, nl=False)
+    print_schema(manifest_schema(), output, as_json)
 
 
 @plugins_app.command("reindex")
