@@ -7,26 +7,40 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from assistant.cli_common import (
+    CLIP_VISION,
+    BaseOption,
     ChainLatentsOption,
+    ChainStepsOption,
     CliError,
     CompileOption,
     DeviceOption,
     ExploreOption,
+    ImageEncoderOption,
     JsonOption,
     JudgeOption,
     RegistryOption,
     ResizeOption,
+    SeedOption,
     ShortSideOption,
+    StepsOption,
     diffusion_settings,
     emit,
+    printable,
     reported,
 )
 from assistant.edit_cli import LLMOption, LLMTimeoutOption, edit_session
+from assistant.error_report import INTERNAL_EXIT, debug_enabled
+from plugins.progress import Progress as ProgressReport
+from plugins.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from assistant.executor import DiffusionSettings
+    from assistant.workers import Outcome, Workers
 
 #: What `batch` picks up in the input folder (by suffix, case-insensitive).
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
@@ -49,6 +63,11 @@ def batch_command(
         min=1, help="Ray workers (default: one per GPU in the cluster, else 1; on CPU each takes one core).")]
         = None,
     device: DeviceOption = None,
+    base: BaseOption = None,
+    image_encoder: ImageEncoderOption = CLIP_VISION,
+    steps: StepsOption = None,
+    chain_steps: ChainStepsOption = 3,
+    seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     chain_latents: ChainLatentsOption = False,
@@ -57,8 +76,10 @@ def batch_command(
     compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Edit every photo in a folder. Photos already done (result and plan present) are skipped, so an
-    interrupted batch resumes; a photo that fails is reported and the others go on. Exit status 1 if any failed.
+    """Edit every photo in a folder: resumable, and a photo that fails never stops the others.
+
+    Photos already done (result and plan present) are skipped, so an interrupted batch resumes; a photo that fails
+    is reported and the others go on. Exit status 1 if any failed (70 if one failed on a bug). For example:
 
         diffplugin batch holiday/ "remove the haze" -o holiday-fixed/
         RAY_ADDRESS=ray://head:10001 diffplugin batch holiday/ "remove the haze" -o fixed/ --executor ray
@@ -75,7 +96,7 @@ def batch_command(
         )
         from assistant.planning import Plan, load_planner
         from assistant.selector.clauses import check_request
-        from assistant.workers import EDIT_ERRORS, RAY_MISSING, Job, Outcome, failure
+        from assistant.workers import EDIT_ERRORS, RAY_MISSING, Job, failure
         from plugins.data.photos import load_photo
 
         # Everything that can be answered at once is, before the planner's model or Ray loads.
@@ -91,7 +112,8 @@ def batch_command(
             raise CliError(RAY_MISSING)
         photos = _photos(input_dir, output)
         check_folder(output)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile, base=base,
+                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         shared = Plan.load(plan_file) if plan_file is not None else None
         report: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": []}
         todo = []
@@ -115,7 +137,11 @@ def batch_command(
             for photo in todo:
                 try:
                     image = load_photo(photo)
-                    plan = shared.model_copy(deep=True) if shared else planner.plan(request, image)
+                    if shared:
+                        plan = shared.model_copy(deep=True)
+                    else:
+                        assert planner is not None and request is not None  # a batch has a plan or a request
+                        plan = planner.plan(request, image)
                 except EDIT_ERRORS as err:
                     yield failure(photo.name, err)
                     continue
@@ -127,8 +153,9 @@ def batch_command(
                 for outcome in pool.map(jobs()):
                     source = by_name[outcome.name]
                     if outcome.error is not None:
-                        report["failed"].append({"input": str(source), "error": outcome.error})
+                        report["failed"].append(_failed(source, outcome))
                     else:
+                        assert outcome.image is not None  # an outcome without an error holds its photo
                         target = output / f"{source.stem}.png"
                         try:
                             save_result(outcome.image, target, outcome.plan, overwrite=False)
@@ -140,7 +167,7 @@ def batch_command(
                         else:
                             report["done"].append({"input": str(source), "output": str(target),
                                                    "notes": outcome.notes})
-                    bar(len(report["done"]) + len(report["failed"]), len(todo))
+                    bar(ProgressEvent("photo", len(report["done"]) + len(report["failed"]), len(todo), source.name))
 
     def human() -> None:
         typer.echo(f"{len(report['done'])} edited, {len(report['skipped'])} already done, "
@@ -149,8 +176,17 @@ def batch_command(
             typer.secho(f"failed: {failed['input']}: {failed['error']}", fg=typer.colors.RED, err=True)
 
     emit(report, as_json, human)
-    if report["failed"]:
-        raise typer.Exit(1)
+    if report["failed"]:  # a photo that failed on a bug says so in the exit status too
+        raise typer.Exit(INTERNAL_EXIT if any(f.get("internal") for f in report["failed"]) else 1)
+
+
+def _failed(source: Path, outcome: Outcome) -> dict[str, Any]:
+    """One failed photo in the report; a bug also names the log with its traceback (printed with --debug)."""
+    if not outcome.internal:
+        return {"input": str(source), "error": outcome.error}
+    if outcome.details and debug_enabled():
+        typer.echo(printable(outcome.details), err=True, nl=False)
+    return {"input": str(source), "error": outcome.error, "internal": True, "log": outcome.log}
 
 
 def _photos(input_dir: Path, output: Path) -> list[Path]:
@@ -170,7 +206,8 @@ def _photos(input_dir: Path, output: Path) -> list[Path]:
 
 
 @contextmanager
-def _workers(kind: str, registry: Path | None, settings: Any, workers: int | None, quiet: bool):
+def _workers(kind: str, registry: Path | None, settings: DiffusionSettings, workers: int | None, quiet: bool
+             ) -> Iterator[tuple[Workers, ProgressReport]]:
     """The workers, and a function that shows how many photos are finished. Local: per-photo bars with their
     denoising steps, in this process; Ray: one bar for the batch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -179,7 +216,7 @@ def _workers(kind: str, registry: Path | None, settings: Any, workers: int | Non
         from assistant.workers import LocalWorkers
 
         with edit_session(registry, quiet, settings) as (store, executor, progress):
-            yield LocalWorkers(store, executor, progress), lambda done, total: None
+            yield LocalWorkers(store, executor, progress), lambda event: None
         return
     from assistant.paths import open_registry
     from assistant.ray_workers import RayWorkers
@@ -190,10 +227,10 @@ def _workers(kind: str, registry: Path | None, settings: Any, workers: int | Non
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=quiet) as bar:
             job = bar.add_task(pool.where, total=None)
-            yield pool, lambda done, total: bar.update(job, completed=done, total=total)
+            yield pool, lambda event: bar.update(job, completed=event.done, total=event.total)
     finally:
         pool.close()
 
 
-def register(app: Any) -> None:
+def register(app: typer.Typer) -> None:
     app.command("batch")(batch_command)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
 from assistant.edit_cli import LLMOption, LLMTimeoutOption
+
+if TYPE_CHECKING:
+    from assistant.chat.session import ChatSession
+    from assistant.chat.store import Conversation, ConversationStore
 
 
 def chat_command(
@@ -16,7 +20,8 @@ def chat_command(
         = None,
     resume: Annotated[str | None, typer.Option(help="Resume a conversation by id (or its first characters).")]
         = None,
-    last: Annotated[bool, typer.Option("--continue", help="Resume the most recent conversation.")] = False,
+    last: Annotated[bool, typer.Option("--continue", help="Resume the most recent conversation with a photo or a "
+                                                        "request (with none, start a new one and say so).")] = False,
     list_them: Annotated[bool, typer.Option("--list", help="List saved conversations and exit.")] = False,
     preview: Annotated[str, typer.Option(help="How photos are drawn: auto (graphics where the terminal has them, "
                                               "else coloured cells), halfcell or unicode.")] = "auto",
@@ -53,31 +58,37 @@ def chat_command(
         ChatApp(session, renderer=preview, llm=llm, llm_timeout=llm_timeout).run()
 
 
-def _session(store: Any, registry: Path | None, photo: Path | None, resume: str | None, last: bool) -> Any:
+def _session(store: ConversationStore, registry: Path | None, photo: Path | None, resume: str | None,
+             last: bool) -> ChatSession:
     from assistant.chat.session import ChatSession
     from assistant.paths import open_registry
     from plugins.data.photos import load_photo
 
     folder = open_registry(registry)
-    if resume or last:
+    if resume:
         try:
-            conversation = store.get(resume) if resume else store.latest()
+            return ChatSession.resume(store, folder, store.get(resume).id)
         except KeyError as err:
             raise CliError(err.args[0]) from None
-        if conversation is None:
-            raise CliError("no saved conversation to continue")
-        return ChatSession.resume(store, folder, conversation.id)
+    if last:
+        conversation = store.latest_started()
+        if conversation is not None:
+            return ChatSession.resume(store, folder, conversation.id)
+        # Someone who asked to continue wants to chat: a new conversation, saying why, rather than an exit.
+        session = ChatSession.start(store, folder)
+        session.notice = "There is no earlier conversation to continue, so this is a new one."
+        return session
     if photo is not None:
         load_photo(photo)  # a bad photo is a one-line error here, before the screen opens
     return ChatSession.start(store, folder, photo)
 
 
-def _show(conversations: list[Any]) -> None:
+def _show(conversations: list[Conversation]) -> None:
     if not conversations:
         typer.echo("No conversations yet: `diffplugin chat PHOTO` starts one.")
     for c in conversations:
         typer.echo(f"{c.id}  {c.updated}  {c.title}")
 
 
-def register(app: Any) -> None:
+def register(app: typer.Typer) -> None:
     app.command("chat")(chat_command)

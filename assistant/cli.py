@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,44 +13,83 @@ from assistant import __version__
 from assistant.batch_cli import register as register_batch_command
 from assistant.chat_cli import register as register_chat_command
 from assistant.cli_common import (
+    CLIP_VISION,
+    BaseOption,
+    ChainLatentsOption,
+    ChainStepsOption,
     CliError,
+    CompileOption,
     DeviceOption,
+    ImageEncoderOption,
     JsonOption,
+    JudgeOption,
     OverwriteOption,
     QuietPipeGroup,
+    RegistryOption,
     ResizeOption,
+    SeedOption,
     ShortSideOption,
+    StepsOption,
     diffusion_settings,
     emit,
     reported,
 )
+from assistant.cli_help import CliApp
 from assistant.cpu_threads import THREADS_ENV
 from assistant.edit_cli import register as register_edit_commands
+from assistant.error_report import set_debug
 from assistant.eval_cli import register as register_eval_commands
 from assistant.index_cli import register as register_index_commands
 from assistant.plugins_cli import plugins_app
 from assistant.selector_cli import register as register_selector_commands
 
-app = typer.Typer(
-    help="""Restore photos with Diff-Plugin Task-Plugins on a frozen Stable Diffusion.
+if TYPE_CHECKING:
+    import pydantic
 
-    Get the weights, then restore a photo:
+#: The root help's panels, in order, and their commands in order: the everyday ones first.
+SECTIONS = {
+    "Edit photos": ("edit", "chat", "plan", "run", "batch", "apply"),
+    "Plugins": ("plugins", "select", "index"),
+    "Models, training and evaluation": ("models", "train", "data", "eval"),
+}
 
-        diffplugin models pull
 
-        diffplugin apply rainy.jpg --plugin ~/.local/share/diffplugin/models/plugins/derain -o clear.png
+class RootGroup(QuietPipeGroup):
+    """`diffplugin`: its commands listed in `SECTIONS`' panels and order."""
 
-    No weights? Try everything on a tiny random model: diffplugin models make-tiny ./tiny
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for section, names in SECTIONS.items():
+            for name in names:
+                if name in self.commands:
+                    self.commands[name].rich_help_panel = section  # type: ignore[attr-defined]
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        order = [name for names in SECTIONS.values() for name in names]
+        return sorted(super().list_commands(ctx), key=lambda name: order.index(name) if name in order else len(order))
+
+
+app = CliApp(
+    help="""Edit photos by asking: restoration plugins (Diff-Plugin Task-Plugins on a frozen Stable Diffusion, and
+    built-in ones that need no weights), a planner and a terminal chat.
+
+    For example:
+
+        diffplugin edit photo.jpg "clear the fog and make it brighter" -o fixed.png
+        diffplugin chat photo.jpg
+
+    The built-in plugins work offline. The diffusion plugins need their weights, fetched once with
+    `diffplugin models pull` (online); without them, try the whole workflow on a tiny random model:
+    `diffplugin models make-tiny ./tiny`.
     """,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    cls=QuietPipeGroup,
+    cls=RootGroup,
 )
-models_app = typer.Typer(help="Base model and Task-Plugin weights: pull, convert, make-tiny.", no_args_is_help=True)
-train_app = typer.Typer(help="Train Task-Plugins on your own paired data, or the Plugin-Selector.",
-                        no_args_is_help=True)
-data_app = typer.Typer(help="Datasets for training and evaluation.", no_args_is_help=True)
-eval_app = typer.Typer(help="Measure the selector, plugins and step orders.", no_args_is_help=True)
+models_app = CliApp(help="Base model and Task-Plugin weights: pull, convert, make-tiny.", no_args_is_help=True)
+train_app = CliApp(help="Train Task-Plugins on your own paired data, or the Plugin-Selector.", no_args_is_help=True)
+data_app = CliApp(help="Datasets for training and evaluation.", no_args_is_help=True)
+eval_app = CliApp(help="Measure the selector, plugins and step orders.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
@@ -76,7 +115,11 @@ def main(
     threads: Annotated[int | None, typer.Option(
         min=1, envvar=THREADS_ENV, help="CPU threads for PyTorch and OpenCV (default: one per CPU not already busy, "
                                         "so a busy machine does not stall every step).")] = None,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="On an internal error (a bug), print its traceback too (also: DIFFPLUGIN_DEBUG=1). It is "
+                        "always written to the data folder's logs/diffplugin.log.")] = False,
 ) -> None:
+    set_debug(debug)
     if threads is not None:  # through the environment, so batch workers and the chat's executor get it too
         os.environ[THREADS_ENV] = str(threads)
 
@@ -132,20 +175,21 @@ def models_pull(
 
     The official weights are licensed CC BY-NC-SA 4.0 (non-commercial).
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
     from assistant.paths import models_dir as default_models_dir
 
     with reported(as_json), Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                      disable=as_json, transient=True) as bar:
         from plugins.diffplugin.pull import OFFICIAL_TASKS, pull
+        from plugins.progress import ProgressEvent
 
-        bars: dict[str, Any] = {}
+        bars: dict[str, TaskID] = {}
 
-        def progress(name: str, done: int, total: int | None) -> None:
-            if name not in bars:
-                bars[name] = bar.add_task(name, total=total)
-            bar.update(bars[name], completed=done)
+        def progress(event: ProgressEvent) -> None:
+            if event.what not in bars:
+                bars[event.what] = bar.add_task(event.what, total=event.total)
+            bar.update(bars[event.what], completed=event.done)
 
         result = pull(models_dir or default_models_dir(), base=None if skip_base else base,
                       image_encoder=image_encoder, official=None if skip_plugins else official,
@@ -201,19 +245,19 @@ def apply(
                                                                      "order.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result (never the photo "
                                                                "itself).")],
-    base: Annotated[str | None, typer.Option(help="Base model folder or hub id (default: the pulled base).")] = None,
-    image_encoder: Annotated[str, typer.Option(help="CLIP vision model when BASE holds none.")] =
-        "openai/clip-vit-large-patch14",
-    steps: Annotated[int | None, typer.Option(help="Steps of the first plugin (default: its own, 20).")] = None,
-    chain_steps: Annotated[int, typer.Option(help="Steps of every later plugin.")] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    registry: RegistryOption = None,
+    overwrite: OverwriteOption = False,
+    device: DeviceOption = None,
+    base: BaseOption = None,
+    image_encoder: ImageEncoderOption = CLIP_VISION,
+    steps: StepsOption = None,
+    chain_steps: ChainStepsOption = 3,
+    seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
-    device: DeviceOption = None,
-    registry: Annotated[Path | None, typer.Option(
-        "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder for plugin ids (default: the data "
-                                                         "folder's registry/).")] = None,
-    overwrite: OverwriteOption = False,
+    chain_latents: ChainLatentsOption = False,
+    judge: JudgeOption = False,
+    compile: CompileOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run plugins on a photo, in the order given: Task-Plugin folders, or registered plugins of either kind.
@@ -223,20 +267,21 @@ def apply(
     """
     with reported(as_json):
         from assistant.edit_cli import edit_session
+        from assistant.executor import describe
         from assistant.photo_output import check_output, save_result
         from plugins.data.photos import load_photo
 
         check_output(output, [photo], overwrite)
         image = load_photo(photo)
-        settings = diffusion_settings(device, short_side, resize, judge=False, base=base,
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, compile=compile, base=base,
                                       image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         with edit_session(registry, as_json, settings) as (store, executor, progress):
             loaded = [executor.load(ref, store) for ref in plugin]
             result = executor.run(image, loaded, progress=progress(photo.name, len(loaded))).image
         pipe = executor.pipe
         save_result(result, output, overwrite=overwrite)
-    processed = list(pipe.target_size(*image.size, short_side, resize)) if pipe else None
-    names = [getattr(p, "task", None) or p.manifest.id for p in loaded]
+    processed = list(pipe.target_size(*image.size, short_side, settings.resize)) if pipe else None
+    names = [describe(p)[0] for p in loaded]
     summary = {"photo": str(photo), "output": str(output), "plugins": names, "size": list(result.size),
                "processed_size": processed, "seed": seed}
     emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(names)}: {output}"))
@@ -295,7 +340,7 @@ def train_plugin_command(
                                              f"{result.last_loss:.4f}; plugin -> {result.plugin}"))
 
 
-def _first_validation_error(err: Any) -> str:
+def _first_validation_error(err: pydantic.ValidationError) -> str:
     first = err.errors()[0]
     return f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}"
 
@@ -323,7 +368,7 @@ def data_synth(
         csv_path = make_paired_dataset(
             clean_dir, output, [d.strip() for d in degradations.split(",") if d.strip()], seed=seed,
             per_image=per_image, strength=strength,
-            progress=lambda done, total: bar.update(job, completed=done, total=total),
+            progress=lambda event: bar.update(job, completed=event.done, total=event.total),
         )
         count = len(read_pairs(csv_path))
     result = {"csv": str(csv_path), "pairs": count}

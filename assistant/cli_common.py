@@ -9,10 +9,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
+import click
 import typer
-from typer.core import TyperGroup
+
+from assistant.cli_help import HelpGroup
+from plugins.errors import DiffPluginError
+
+if TYPE_CHECKING:
+    from assistant.executor import DiffusionSettings
+    from plugins.diffplugin.pipeline import ResizeMode
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
@@ -20,32 +27,52 @@ RegistryOption = Annotated[Path | None, typer.Option(
     "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
 
 
+# The options of every command that edits photos, in one panel of its help.
+DIFFUSION = "Diffusion options"
+#: The CLIP vision model used when the base model folder holds none (as the official code).
+CLIP_VISION = "openai/clip-vit-large-patch14"
+
 DeviceOption = Annotated[str | None, typer.Option(
-    help="cuda, cuda:1, mps or cpu (default: CUDA, then Apple MPS, then CPU; fp16 on CUDA).")]
+    help="cuda, cuda:1, mps or cpu (default: CUDA, then Apple MPS, then CPU; fp16 on CUDA).",
+    rich_help_panel=DIFFUSION)]
+BaseOption = Annotated[str | None, typer.Option(
+    help="Base model: a diffusers folder or hub id (default: the pulled base, see `diffplugin models pull`).",
+    rich_help_panel=DIFFUSION)]
+ImageEncoderOption = Annotated[str, typer.Option(
+    help="CLIP vision model when --base holds none.", rich_help_panel=DIFFUSION)]
+StepsOption = Annotated[int | None, typer.Option(
+    min=1, help="Denoising steps of a diffusion plugin (default: the plan's, else the plugin's own, 20).",
+    rich_help_panel=DIFFUSION)]
+ChainStepsOption = Annotated[int, typer.Option(
+    min=1, help="Denoising steps of every later diffusion plugin of a chain.", rich_help_panel=DIFFUSION)]
+SeedOption = Annotated[int, typer.Option(help="Random seed of the diffusion plugins.", rich_help_panel=DIFFUSION)]
 ShortSideOption = Annotated[int, typer.Option(
-    help="Process diffusion plugins with the photo's short side at least this (lower it if memory runs out).")]
+    help="Process diffusion plugins with the photo's short side at least this (lower it if memory runs out).",
+    rich_help_panel=DIFFUSION)]
 ResizeOption = Annotated[str, typer.Option(
     help="'min': never shrink, only enlarge a photo whose short side is under --short-side (official infer.py); "
-         "'exact': scale the short side to --short-side and the result back (official demo; bounds memory).")]
+         "'exact': scale the short side to --short-side and the result back (official demo; bounds memory).",
+    rich_help_panel=DIFFUSION)]
 ChainLatentsOption = Annotated[bool, typer.Option(
     help="Chained diffusion plugins pass latents on instead of decoding and re-encoding (faster; not the "
-         "official behaviour).")]
+         "official behaviour).", rich_help_panel=DIFFUSION)]
 JudgeOption = Annotated[bool, typer.Option(
     "--judge/--no-judge", help="Judge every step against its input; when it made the photo worse, try it milder "
                                "and try the other plugins for its task, keep the best, or drop the step and say "
-                               "so. The saved plan records what was tried and kept.")]
+                               "so. A saved plan records what was tried and kept.", rich_help_panel=DIFFUSION)]
 ExploreOption = Annotated[int, typer.Option(
     min=1, help="With the judge: try up to N plugins for each step even when the first is fine, and keep the "
-                "best.")]
+                "best.", rich_help_panel=DIFFUSION)]
 
 CompileOption = Annotated[bool, typer.Option(
     "--compile", help="CUDA only: compile the denoiser into a CUDA graph. The first photo of each size waits "
-                      "about a minute; every later one runs about 3x faster. For batches and long sessions.")]
+                      "about a minute; every later one runs about 3x faster. For batches and long sessions.",
+    rich_help_panel=DIFFUSION)]
 
 
 def diffusion_settings(device: str | None = None, short_side: int = 512, resize: str = "min",
                        chain_latents: bool = False, judge: bool = True, explore: int = 1, compile: bool = False,
-                       **more: Any) -> Any:
+                       **more: Any) -> DiffusionSettings:
     """The executor's settings from the options `edit`, `run` and `batch` share."""
     from assistant.executor import DiffusionSettings
 
@@ -53,11 +80,23 @@ def diffusion_settings(device: str | None = None, short_side: int = 512, resize:
         raise CliError(f"--short-side must be at least 8, got {short_side}")
     if resize not in ("min", "exact"):
         raise CliError(f"--resize must be 'min' or 'exact', not {resize!r}")
-    return DiffusionSettings(device=device, short_side=short_side, resize=resize, chain_latents=chain_latents,
+    if compile:
+        _refuse_compile_off_cuda(device)
+    return DiffusionSettings(device=device, short_side=short_side, resize=cast("ResizeMode", resize),
+                             chain_latents=chain_latents,
                              judge=judge, explore=explore, compile=compile, **more)
 
 
-class CliError(Exception):
+def _refuse_compile_off_cuda(device: str | None) -> None:
+    """--compile is CUDA only: said at once, before a model loads (and also when no diffusion plugin runs)."""
+    from plugins.diffplugin.hardware import pick_device  # imports torch: only with --compile
+
+    where = pick_device(device).type
+    if where != "cuda":
+        raise CliError(f"--compile needs a CUDA GPU; this run would be on {where}. Leave --compile out.")
+
+
+class CliError(DiffPluginError):
     """An error to show the user as one line, exiting 1."""
 
 
@@ -72,11 +111,12 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
-class QuietPipeGroup(TyperGroup):
+class QuietPipeGroup(HelpGroup):
     """The root command. When the reader of its output stops early (`diffplugin plugins list | head -3`), the
     command ends quietly with status 0, as command-line tools do; Click and Rich would exit 1."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    # Typer passes a typer.Context; the base class names its parent, from Typer's private copy of Click
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
@@ -114,10 +154,10 @@ def _stdout_is_null() -> bool:
 
 @contextmanager
 def reported(as_json: bool) -> Iterator[None]:
-    """Turn expected failures into one clear line (or a JSON error object) and exit status 1."""
+    """Turn failures into one line (or a JSON error object): a user error exits 1, a bug exits 70 and leaves its
+    traceback in the log (assistant/error_report.py says which is which)."""
+    from assistant.error_report import debug_enabled, describe
     from assistant.executor import Cancelled
-    from plugins.diffplugin.errors import USER_ERRORS
-    from registry.errors import RegistryError
 
     try:
         yield
@@ -128,12 +168,17 @@ def reported(as_json: bool) -> Iterator[None]:
         else:
             typer.secho(message, fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(130) from None
-    except (CliError, RegistryError, *USER_ERRORS) as err:
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, BrokenPipeError):
+        raise  # Click's own ways out (typer.Exit is a RuntimeError), and a reader gone (QuietPipeGroup's)
+    except Exception as err:
+        failure = describe(err)
+        if failure.details and debug_enabled():
+            typer.echo(printable(failure.details), err=True, nl=False)
         if as_json:
-            print(json.dumps({"error": str(err), "type": type(err).__name__}))
+            print(json.dumps(failure.to_json()))
         else:
-            typer.secho(f"error: {printable(err)}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+            typer.secho(printable(failure.line()), fg=typer.colors.RED, err=True)
+        raise typer.Exit(failure.exit_code) from None
 
 
 def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:

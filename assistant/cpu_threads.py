@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from plugins.errors import BadInput
+
 #: Environment variable for the CPU thread count (the CLI's --threads sets the same).
 THREADS_ENV = "DIFFPLUGIN_THREADS"
 
@@ -36,5 +38,5 @@ def _env_threads(name: str) -> int | None:
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"${name}={value!r}: give a whole number of threads, 1 or more")
+        raise BadInput(f"${name}={value!r}: give a whole number of threads, 1 or more")
     return int(value)

@@ -24,16 +24,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from registry.tasks import TASKS as CATALOGUE
+from registry.tasks import UNSERVED
+
 __all__ = ["FACE_TASK", "FEATURES", "TASKS", "UNCOVERED", "Face", "FeatureSpec", "Finding", "confidence", "detect",
            "find_faces", "load_calibration", "measure"]
 
-TASKS = ("dehaze", "lowlight", "deblur", "derain", "desnow", "demoire", "highlight", "denoise", "jpeg")
-
-#: Findings that name a degradation no Diff-Plugin task here removes, with how to say so to a user. The planner
-#: makes no step for them, says so, and may suggest plugins from the registry's search.
+#: Findings that name a degradation no built-in plugin removes (the catalogue's unserved tasks), with how to say
+#: so to a user. The planner makes no step for them, says so, and may suggest plugins from the registry's search.
 UNCOVERED: dict[str, dict[str, str]] = {
-    "jpeg": {"seen": "JPEG compression blocks", "verb": "removes them",
-             "search": "remove JPEG compression artifacts and blocking"},
+    task: {"seen": CATALOGUE[task].seen, "verb": "removes them", "search": f"remove {CATALOGUE[task].fixes}"}
+    for task in UNSERVED
 }
 
 #: The face-restoration task: proposed only when a face is found and it looks degraded (see `find_faces`).
@@ -110,7 +111,8 @@ _NOISE = FeatureSpec("noise_sigma", 0.5, "noise sigma", "{:.1f}/255")
 _LUMA = FeatureSpec("luma_mean", None, "mean luminance")
 
 #: Model inputs per task; the first is the primary statistic quoted in the evidence. The calibration file
-#: records the names it was fitted with and `load_calibration` refuses a file that disagrees.
+#: records the names it was fitted with and `load_calibration` refuses a file that disagrees. Its keys are the
+#: tasks the detector measures (`TASKS`), in the order findings are made and the calibration file is written.
 FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
     "dehaze": (
         FeatureSpec("dark_channel_mean", None, "dark channel mean"),
@@ -133,11 +135,6 @@ FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
         FeatureSpec("edge_slope_min", 1e-3, "edge steepness (weakest direction)", "{:.3f}"),
         _NOISE,
         _LUMA,
-    ),
-    "denoise": (
-        _NOISE,
-        _LUMA,
-        FeatureSpec("block_excess", 0.5, "JPEG block-edge excess", "{:.2f}/255"),
     ),
     "derain": (
         FeatureSpec("stroke_density", 0.5, "parallel near-vertical bright strokes per 10k px", "{:.1f}"),
@@ -166,11 +163,19 @@ FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
         FeatureSpec("highlight_blobs", 1.0, "saturated low-chroma blobs", "{:.0f}"),
         FeatureSpec("blob_coverage", None, "share of the frame holding small bright blobs", "{:.0%}"),
     ),
+    "denoise": (
+        _NOISE,
+        _LUMA,
+        FeatureSpec("block_excess", 0.5, "JPEG block-edge excess", "{:.2f}/255"),
+    ),
     "jpeg": (
         FeatureSpec("block_excess", 0.5, "JPEG block-edge excess", "{:.2f}/255"),
         FeatureSpec("block_ratio", None, "JPEG block-edge ratio"),
     ),
 }
+
+#: Catalogue ids of the tasks the detector measures (face is proposed from found faces, see `FACE_TASK`).
+TASKS: tuple[str, ...] = tuple(FEATURES)
 
 #: How the evidence names the degradation when its threshold is quoted.
 _CONDITION = {
@@ -606,9 +611,10 @@ def _highlights(rgb: np.ndarray, luma: np.ndarray) -> dict[str, float]:
 
 
 @lru_cache(maxsize=1)
-def _face_cascade() -> Any:
+def _face_cascade() -> cv2.CascadeClassifier:
     """OpenCV's frontal-face Haar cascade (Viola-Jones), shipped inside the opencv-python-headless wheel."""
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    folder = cv2.data.haarcascades  # type: ignore[attr-defined]  # cv2's stubs leave out its data package
+    path = Path(folder) / "haarcascade_frontalface_default.xml"
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
         raise RuntimeError(f"cannot load OpenCV's face cascade from {path}; reinstall opencv-python-headless<5")

@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from assistant.cli_common import (
+    CLIP_VISION,
+    BaseOption,
     ChainLatentsOption,
+    ChainStepsOption,
     CliError,
     CompileOption,
     DeviceOption,
     ExploreOption,
+    ImageEncoderOption,
     JsonOption,
     JudgeOption,
     OverwriteOption,
     RegistryOption,
     ResizeOption,
+    SeedOption,
     ShortSideOption,
+    StepsOption,
     diffusion_settings,
     emit,
     reported,
 )
+
+if TYPE_CHECKING:  # loaded by the commands that run plans
+    import PIL.Image
+
+    from assistant.executor import DiffusionSettings, Executor
+    from assistant.planning import Plan
+    from plugins.progress import Progress as StepProgress
+    from registry.store import Registry
+
+    #: Progress reporting for one photo, by its name and number of plan steps.
+    PhotoProgress = Callable[[str, int], StepProgress]
 
 LLMOption = Annotated[str | None, typer.Option(
     "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL[@URL], "
@@ -72,6 +90,11 @@ def run_command(
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
     device: DeviceOption = None,
+    base: BaseOption = None,
+    image_encoder: ImageEncoderOption = CLIP_VISION,
+    steps: StepsOption = None,
+    chain_steps: ChainStepsOption = 3,
+    seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     chain_latents: ChainLatentsOption = False,
@@ -89,7 +112,8 @@ def run_command(
         targets = _targets(inputs, output)
         for _, target in targets:  # all of them before any work
             check_output(target, [*inputs, plan_file], overwrite, with_plan=True)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile, base=base,
+                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         results = []
         with edit_session(registry, as_json, settings) as (store, executor, progress):
             for source, target in targets:
@@ -113,6 +137,11 @@ def edit_command(
     llm: LLMOption = None,
     llm_timeout: LLMTimeoutOption = None,
     device: DeviceOption = None,
+    base: BaseOption = None,
+    image_encoder: ImageEncoderOption = CLIP_VISION,
+    steps: StepsOption = None,
+    chain_steps: ChainStepsOption = 3,
+    seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     chain_latents: ChainLatentsOption = False,
@@ -133,7 +162,8 @@ def edit_command(
 
         check_request(request)
         check_output(output, [photo], overwrite, with_plan=True)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile)
+        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile, base=base,
+                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         image = load_photo(photo)
         plan = load_planner(registry, llm, llm_timeout).plan(request, image)
         if not plan.steps:
@@ -150,8 +180,8 @@ def edit_command(
     emit({**result, "plan": plan.to_json()}, as_json, human)
 
 
-def _edit_one(plan: Any, source: Path, target: Path, store: Any, executor: Any, progress: Any, overwrite: bool,
-              image: Any = None) -> dict[str, Any]:
+def _edit_one(plan: Plan, source: Path, target: Path, store: Registry, executor: Executor, progress: PhotoProgress,
+              overwrite: bool, image: PIL.Image.Image | None = None) -> dict[str, Any]:
     from assistant.photo_output import check_output, save_result, sidecar
     from assistant.planning import run_plan
     from plugins.data.photos import load_photo
@@ -183,20 +213,22 @@ def _targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 
 @contextmanager
-def edit_session(registry: Path | None, quiet: bool, settings: Any = None):
+def edit_session(registry: Path | None, quiet: bool, settings: DiffusionSettings | None = None
+                 ) -> Iterator[tuple[Registry, Executor, PhotoProgress]]:
     """The registry, one executor for all photos (the base model loads once), and per-photo progress bars: plan
     steps, and the denoising steps of the diffusion plugin running now."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-    from assistant.executor import DiffusionSettings, Executor, ProgressEvent
+    from assistant.executor import DiffusionSettings, Executor
     from assistant.paths import open_registry
+    from plugins.progress import ProgressEvent
 
     store = open_registry(registry)
     executor = Executor(settings or DiffusionSettings())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=quiet) as bar:
-        def progress(name: str, total: int):
+        def progress(name: str, total: int) -> StepProgress:
             job = bar.add_task(name, total=total)
-            denoising: list[Any] = []
+            denoising: list[TaskID] = []
 
             def show(event: ProgressEvent) -> None:
                 if event.kind == "denoise":
@@ -214,7 +246,7 @@ def edit_session(registry: Path | None, quiet: bool, settings: Any = None):
         yield store, executor, progress
 
 
-def _show(plan: Any) -> None:
+def _show(plan: Plan) -> None:
     if not plan.steps:
         typer.echo("No steps.")
     for number, step in enumerate(plan.steps, start=1):
@@ -226,7 +258,7 @@ def _show(plan: Any) -> None:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
 
 
-def register(app: Any) -> None:
+def register(app: typer.Typer) -> None:
+    app.command("edit")(edit_command)
     app.command("plan")(plan_command)
     app.command("run")(run_command)
-    app.command("edit")(edit_command)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from assistant.cli_common import (
+    CLIP_VISION,
+    BaseOption,
     CliError,
     DeviceOption,
+    ImageEncoderOption,
     JsonOption,
     OverwriteOption,
     RegistryOption,
     ResizeOption,
+    SeedOption,
     ShortSideOption,
+    StepsOption,
     diffusion_settings,
     emit,
     reported,
 )
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 
 def eval_plugin_command(
@@ -39,6 +47,10 @@ def eval_plugin_command(
                                                          "weights).")] = None,
     registry: RegistryOption = None,
     device: DeviceOption = None,
+    base: BaseOption = None,
+    image_encoder: ImageEncoderOption = CLIP_VISION,
+    steps: StepsOption = None,
+    seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
     resize: ResizeOption = "min",
     overwrite: OverwriteOption = False,
@@ -46,8 +58,9 @@ def eval_plugin_command(
 ) -> None:
     """Run a plugin on every degraded image of a paired dataset; PSNR and SSIM of its output and of the input.
 
+    Interrupted runs resume: images that already have an output are scored, not run again. For example:
+
         diffplugin eval plugin diffplugin/dehaze-classic --data haze-data/pairs.csv --sheet haze.png
-    Interrupted runs resume: images that already have an output are scored, not run again.
     """
     with reported(as_json):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -71,13 +84,14 @@ def eval_plugin_command(
         pairs = pairs[:limit]
         folder = output or Path(f"eval-{plugin.rstrip('/').replace('/', '-')}")
         store = open_registry(registry)
-        executor = Executor(diffusion_settings(device, short_side, resize, judge=False))
+        executor = Executor(diffusion_settings(device, short_side, resize, judge=False, base=base,
+                                               image_encoder=image_encoder, steps=steps, seed=seed))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=as_json) as bar:
             job = bar.add_task(plugin, total=len(pairs))
             report = evaluate_plugin(plugin, pairs, folder, store, executor, str(data),
-                                     lambda done, total, name: bar.update(job, completed=done,
-                                                                          description=f"{plugin}: {name}"))
+                                     lambda event: bar.update(job, completed=event.done,
+                                                              description=f"{plugin}: {event.what}"))
         if reference is not None:
             from assistant.evaluation.distribution import clip_fid_kid
 
@@ -112,17 +126,22 @@ def eval_orders_command(
                                                        "k steps is k! runs).")] = 3,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the evidence (JSON) here.")] = None,
     write_policy: Annotated[bool, typer.Option(help="Write the planner's order policy from this evidence (to "
-                                                    "--policy-file).")] = False,
+                                                    "--policy-file). Every later plan uses it; the policy it "
+                                                    "replaces is kept beside it as .bak, and named.")] = False,
     policy_file: Annotated[Path | None, typer.Option(help="Where --write-policy writes (default: the data folder's "
                                                           "order_policy.yaml, which the planner then uses).")]
         = None,
     registry: RegistryOption = None,
     device: DeviceOption = None,
+    base: BaseOption = None,
+    image_encoder: ImageEncoderOption = CLIP_VISION,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Degrade clean photos with every combination of the degradations, run every order of the matching
-    plugins, and say which order wins for each pair of tasks.
+    """Which order of two restoration steps wins, measured on synthetic degradations.
+
+    Degrades clean photos with every combination of the degradations, runs every order of the matching plugins,
+    and says which order wins for each pair of tasks. For example:
 
         diffplugin eval orders --degradations rain,haze,lowlight --write-policy
     """
@@ -145,13 +164,14 @@ def eval_orders_command(
         if draws > 1:
             clean = [(f"{name}#{k}", image) for k in range(draws) for name, image in clean]
         store = open_registry(registry)
-        executor = Executor(diffusion_settings(device, size, "exact", judge=False))
+        executor = Executor(diffusion_settings(device, size, "exact", judge=False, base=base,
+                                               image_encoder=image_encoder))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=as_json) as bar:
             job = bar.add_task("orders", total=None)
             evidence = evaluate_orders(clean, names, store, executor, seed, max_steps,
-                                       lambda done, total, what: bar.update(job, completed=done, total=total,
-                                                                            description=what))
+                                       lambda event: bar.update(job, completed=event.done, total=event.total,
+                                                                description=event.what))
         result = evidence.to_json()
         if output is not None:
             import json
@@ -160,8 +180,10 @@ def eval_orders_command(
         if write_policy:
             target = policy_file or user_policy_file()
             policy = policy_from(evidence, OrderPolicy.load())
+            replaced = _keep_replaced_policy(target) if target.is_file() else None
             write_policy_file(policy, target, overwrite=overwrite or policy_file is None)
-            result["policy"] = {"file": str(target), "version": policy.version}
+            result["policy"] = {"file": str(target), "version": policy.version, "used_by_plans": policy_file is None,
+                                "replaced": replaced}
 
     def human() -> None:
         typer.echo(f"{len(evidence.photos)} photos, plugins: {', '.join(evidence.plugins.values())}")
@@ -169,12 +191,38 @@ def eval_orders_command(
             typer.echo(f"  {pair['a']} then {pair['b']}: wins {pair['a_then_b_wins']} of {pair['photos']}, "
                        f"{pair['mean_psnr_gain_db']:+.2f} dB -> {pair['verdict']}")
         if "policy" in result:
-            typer.echo(f"wrote {result['policy']['file']} (version {result['policy']['version']})")
+            typer.echo(_policy_line(result["policy"]))
 
     emit(result, as_json, human)
 
 
-def _clean_photos(source: str, size: int) -> list[tuple[str, Any]]:
+def _keep_replaced_policy(target: Path) -> dict[str, str | None]:
+    """Copy the policy file about to be replaced to FILE.bak; its version and the copy, for the report."""
+    import yaml
+
+    from assistant.photo_output import save_text
+    from assistant.planning.policy import OrderPolicy
+
+    text = target.read_text(encoding="utf-8")
+    try:
+        version: str | None = OrderPolicy.load(target).version
+    except (ValueError, yaml.YAMLError):  # a policy file someone broke: still kept, but it has no version to name
+        version = None
+    backup = target.with_name(target.name + ".bak")
+    save_text(backup, text, overwrite=True)
+    return {"version": version, "backup": str(backup)}
+
+
+def _policy_line(policy: dict[str, Any]) -> str:
+    """What --write-policy did, in one line: what it replaced, and whether plans now use it."""
+    written = f"order policy {policy['version']} -> {policy['file']}"
+    if policy["replaced"] is not None:
+        old = policy["replaced"]
+        written += f" (replaced {old['version'] or 'an unreadable policy'}, kept as {old['backup']})"
+    return written + ("; every later plan uses it" if policy["used_by_plans"] else "")
+
+
+def _clean_photos(source: str, size: int) -> list[tuple[str, PIL.Image.Image]]:
     from plugins.data.pairs import list_images
     from plugins.data.photos import load_photo, sample_photos, with_short_side
 
@@ -192,6 +240,6 @@ def _clean_photos(source: str, size: int) -> list[tuple[str, Any]]:
     return [(name, with_short_side(image, size)) for name, image in named]
 
 
-def register(eval_app: Any) -> None:
+def register(eval_app: typer.Typer) -> None:
     eval_app.command("plugin")(eval_plugin_command)
     eval_app.command("orders")(eval_orders_command)

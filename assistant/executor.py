@@ -10,37 +10,36 @@ denoising steps with `Cancelled`, before anything is returned (callers write res
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 
 from assistant.cpu_threads import use_cpu_threads
 from assistant.planning.plan import Try, path_ref_problem
 from assistant.plugin_cache import PluginCache, cache_key, folder_key
+from plugins.errors import DiffPluginError
+from plugins.progress import Progress, ProgressEvent, ProgressKind
 from plugins.quoting import shown
 
+if TYPE_CHECKING:  # torch, the pipeline and plugin code load only when a step needs them
+    import torch
+    from typing_extensions import TypeIs
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    """`kind`: 'step' (plan step `done` of `total` starts: `what`), 'denoise' (`denoise` of `denoise_total`
-    denoising steps of `what` are done), 'check' (the judge's verdict on a try, in `what`) or 'done'."""
+    from assistant.judge import Seen
+    from plugins.diffplugin.pipeline import ChainClip, DiffPluginPipeline, ResizeMode, StepEndCallback
+    from plugins.diffplugin.plugin import TaskPlugin
+    from registry.runtime import PythonPlugin
+    from registry.store import Registry
 
-    kind: Literal["step", "denoise", "check", "done"]
-    done: int
-    total: int
-    what: str
-    denoise: int = 0
-    denoise_total: int = 0
+    #: A plugin ready to run: a Task-Plugin (diffusion) or a registered code plugin.
+    LoadedPlugin = TaskPlugin | PythonPlugin
 
-
-Progress = Callable[[ProgressEvent], None]
-
-
-class ExecutorError(ValueError):
+class ExecutorError(DiffPluginError, ValueError):
     """A step that cannot run, with what to do about it."""
 
 
@@ -61,9 +60,9 @@ class DiffusionSettings:
     chain_steps: int = 3
     seed: int = 42
     short_side: int = 512
-    resize: str = "min"
+    resize: ResizeMode = "min"
     chain_latents: bool = False  # pass latents between chained diffusion plugins (no decode/re-encode)
-    chain_clip: str = "original"  # CLIP tokens of the chain's input ('original') or of each step's ('current')
+    chain_clip: ChainClip = "original"  # CLIP tokens of the chain's input ('original') or of each step's ('current')
     judge: bool = True  # judge every step; try milder or other plugins when it made the photo worse, else drop it
     explore: int = 1  # plugins tried per step even when the first one is fine (the best is kept)
     compile: bool = False  # CUDA: denoiser calls as a compiled CUDA graph (a minute to compile, ~3x faster after)
@@ -85,7 +84,7 @@ class Alternative:
     """Another plugin for a step's task, loaded only when the judge wants to try it."""
 
     name: str
-    load: Callable[[], Any]
+    load: Callable[[], LoadedPlugin]
 
 
 #: a step's index -> other plugins for that step's task, in the order to try them.
@@ -113,13 +112,13 @@ class Executor:
     """Holds the base model once it is loaded, so a second plan or chain does not load it again."""
 
     settings: DiffusionSettings = field(default_factory=DiffusionSettings)
-    pipe: Any = None
+    pipe: DiffPluginPipeline | None = None
     plugins: PluginCache = field(default_factory=PluginCache)
 
     def __post_init__(self) -> None:
         use_cpu_threads(self.settings.threads)
 
-    def load(self, ref: str, registry: Any, folders: bool = True) -> Any:
+    def load(self, ref: str, registry: Registry, folders: bool = True) -> LoadedPlugin:
         """A plugin folder or registered id, from the cache when it was loaded before with the same bytes.
         `folders=False` (a plan's steps): registered ids only, whatever folders exist on disk."""
         if folders and (Path(ref) / "plugin.json").is_file():
@@ -136,7 +135,8 @@ class Executor:
         status = runnable_status(registry, plugin_id, version or None)  # disabled since? refused even if cached
         return self.plugins.get(cache_key(status), lambda: load_step(ref, registry))
 
-    def run(self, image: PIL.Image.Image, loaded: Sequence[Any], params: Sequence[dict[str, Any]] | None = None,
+    def run(self, image: PIL.Image.Image, loaded: Sequence[LoadedPlugin],
+            params: Sequence[dict[str, Any]] | None = None,
             progress: Progress | None = None, cancel: threading.Event | None = None,
             *, mixes: Sequence[float] | None = None, names: Sequence[str] | None = None,
             alternatives: Alternatives | None = None) -> RunResult:
@@ -159,7 +159,8 @@ class Executor:
         run.emit("done", len(steps), "done")
         return result
 
-    def diffuse(self, image: PIL.Image.Image, group: list[tuple[Any, dict[str, Any]]], callback: Any = None,
+    def diffuse(self, image: PIL.Image.Image, group: list[tuple[TaskPlugin, dict[str, Any]]],
+                callback_on_step_end: StepEndCallback | None = None,
                 clip_image: PIL.Image.Image | None = None, continuing: bool = False) -> PIL.Image.Image:
         """One pipeline call for consecutive diffusion plugins; `continuing`: the first of them continues a chain
         (chain steps, not its own). A device out of memory becomes `OutOfMemory`, with the memory freed."""
@@ -170,18 +171,23 @@ class Executor:
         s = self.settings
         steps = s.chain_steps if continuing else options.get("steps", s.steps)
         try:
-            return pipe(image, [plugin for plugin, _ in group], num_inference_steps=steps,
-                        chain_num_inference_steps=s.chain_steps,
-                        generator=torch.Generator().manual_seed(int(options.get("seed", s.seed))),
-                        short_side=s.short_side, resize_mode=s.resize, callback=callback,
-                        chain_latents=s.chain_latents, chain_clip=s.chain_clip, clip_image=clip_image).images[0]
+            result = pipe(image, [plugin for plugin, _ in group], num_inference_steps=steps,
+                          chain_num_inference_steps=s.chain_steps,
+                          generator=torch.Generator().manual_seed(int(options.get("seed", s.seed))),
+                          short_side=s.short_side, resize_mode=s.resize,
+                          callback_on_step_end=callback_on_step_end,
+                          chain_latents=s.chain_latents, chain_clip=s.chain_clip, clip_image=clip_image)
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not is_out_of_memory(err):
                 raise
             free_device_cache(pipe.device)
             raise OutOfMemory(self._memory_advice(pipe, image)) from None
+        from plugins.diffplugin.pipeline import DiffPluginPipelineOutput
 
-    def _memory_advice(self, pipe: Any, image: PIL.Image.Image) -> str:
+        assert isinstance(result, DiffPluginPipelineOutput) and isinstance(result.images, list)  # PIL by default
+        return result.images[0]
+
+    def _memory_advice(self, pipe: DiffPluginPipeline, image: PIL.Image.Image) -> str:
         s = self.settings
         width, height = pipe.target_size(*image.size, s.short_side, s.resize)
         if s.resize == "min" and min(image.size) > s.short_side:
@@ -192,14 +198,14 @@ class Executor:
         return (f"{pipe.device.type} ran out of memory at {width}x{height}. Try {fix}, or --device cpu (slow), or "
                 "close other programs using the GPU. Nothing was written.")
 
-    def base(self) -> Any:
+    def base(self) -> DiffPluginPipeline:
         if self.pipe is None:
-            from assistant.paths import models_dir
+            from assistant.paths import base_model_dir
             from plugins.diffplugin.pipeline import DiffPluginPipeline
 
             base = self.settings.base
             if base is None:
-                base_dir = models_dir() / "base"
+                base_dir = base_model_dir()
                 if not base_dir.is_dir():
                     raise ExecutorError(f"no base model at {base_dir}: `diffplugin models pull` fetches it "
                                         "(`diffplugin models pull --base DIR --skip-plugins` copies in a diffusers "
@@ -224,15 +230,15 @@ class _Run:
         self.executor, self.total, self.progress, self.cancel = executor, total, progress, cancel
         self.notes: list[str] = []  # what the plugins said, e.g. why one left the photo as it was
 
-    def emit(self, kind: str, done: int, what: str, denoise: int = 0, denoise_total: int = 0) -> None:
+    def emit(self, kind: ProgressKind, done: int, what: str, denoise: int = 0, denoise_total: int = 0) -> None:
         if self.progress is not None:
-            self.progress(ProgressEvent(kind, done, self.total, what, denoise, denoise_total))  # type: ignore[arg-type]
+            self.progress(ProgressEvent(kind, done, self.total, what, denoise, denoise_total))
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled; nothing was written")
 
-    def step(self, image: PIL.Image.Image, group: list[tuple[Any, dict[str, Any]]], done: int,
+    def step(self, image: PIL.Image.Image, group: list[tuple[LoadedPlugin, dict[str, Any]]], done: int,
              clip_image: PIL.Image.Image | None = None, continuing: bool = False) -> PIL.Image.Image:
         """Run one code plugin, or one group of diffusion plugins as a chain, reporting progress. A code plugin
         that cannot help raises `registry.errors.CannotHelp`."""
@@ -244,15 +250,23 @@ class _Run:
             check_size(out, plugin.manifest.id)  # the next step or the save would need memory for it
             return out
 
-        def on_denoise(_: Any, state: dict[str, Any]) -> None:
-            index = state["plugin_index"]
-            if state["step"] == 0 and index:
-                self.emit("step", done + index, state["task"])
-            self.emit("denoise", done + index, state["task"], state["step"] + 1, state["num_steps"])
-            self.check_cancel()
+        # diffusion_runs never puts a code plugin into a chain of diffusion plugins
+        chain = [(p, o) for p, o in group if not is_code_plugin(p)]
+        assert len(chain) == len(group)
 
-        self.emit("step", done, group[0][0].task)
-        return self.executor.diffuse(image, group, on_denoise, clip_image, continuing)
+        # Cancelling raises rather than setting the pipeline's `_interrupt`: an interrupted call still decodes and
+        # returns a half-restored photo, which a cancelled edit would throw away after waiting for the decode.
+        def on_denoise(pipe: DiffPluginPipeline, step: int, _: torch.Tensor, tensors: dict[str, torch.Tensor]
+                       ) -> dict[str, torch.Tensor]:
+            index, task = pipe.plugin_index, chain[pipe.plugin_index][0].task
+            if step == 0 and index:
+                self.emit("step", done + index, task)
+            self.emit("denoise", done + index, task, step + 1, pipe.num_timesteps)
+            self.check_cancel()
+            return tensors
+
+        self.emit("step", done, plugin.task)
+        return self.executor.diffuse(image, chain, on_denoise, clip_image, continuing)
 
     def plain(self, image: PIL.Image.Image, steps: list[Planned]) -> PIL.Image.Image:
         from registry.errors import CannotHelp
@@ -283,9 +297,9 @@ class _Run:
         notes: list[str] = []
         for index, planned in enumerate(steps):
             name, task = planned.name, describe(planned.plugin)[1]
-            first = Alternative(name, lambda planned=planned: planned.plugin)
+            first = Alternative(name, _given(planned.plugin))
             # The registry is asked for other plugins only when the first one is not enough.
-            others = (lambda index=index: alternatives(index)) if alternatives is not None else list
+            others = functools.partial(alternatives, index) if alternatives is not None else list
             kept, tries = self._judge_step(current, chain_start, index, task, planned, first, others)
             if kept is None:
                 outcomes.append(StepOutcome(index, None, planned.mix, tuple(tries)))
@@ -308,15 +322,15 @@ class _Run:
             current = seen
         return RunResult(current.image, order, len(steps), outcomes, notes)
 
-    def _judge_step(self, current: Any, chain_start: PIL.Image.Image | None, index: int, task: str,
+    def _judge_step(self, current: Seen, chain_start: PIL.Image.Image | None, index: int, task: str,
                     planned: Planned, first: Alternative, others: Callable[[], list[Alternative]],
-                    ) -> tuple[tuple[Any, Any, Try] | None, list[Try]]:
+                    ) -> tuple[tuple[Seen, LoadedPlugin, Try] | None, list[Try]]:
         from assistant.judge import assess, look
         from registry.errors import CannotHelp, RegistryError
 
         explore = max(1, self.executor.settings.explore)
         tries: list[Try] = []
-        best: tuple[float, tuple[Any, Any, Try]] | None = None
+        best: tuple[float, tuple[Seen, LoadedPlugin, Try]] | None = None
         plugins_run = 0
         for candidate in _then(first, others):
             if plugins_run >= explore and best is not None:
@@ -357,8 +371,8 @@ class _Run:
 class Planned:
     """A plan step as the executor runs it: the loaded plugin, its options, and how much of its output is kept."""
 
-    plugin: Any
-    options: dict[str, Any]
+    plugin: LoadedPlugin
+    options: dict[str, Any]  # the plan's values for the plugin's options: any JSON value
     mix: float = 1.0
     name: str = ""
 
@@ -370,12 +384,17 @@ def blend(before: PIL.Image.Image, after: PIL.Image.Image, mix: float) -> PIL.Im
     return PIL.Image.blend(before.convert("RGB"), after.convert("RGB"), mix)
 
 
-def describe(plugin: Any) -> tuple[str, str]:
+def describe(plugin: LoadedPlugin) -> tuple[str, str]:
     """(name, task) of a loaded plugin: a registered code plugin's id, or a Task-Plugin's task."""
     if is_code_plugin(plugin):
         return plugin.manifest.id, plugin.manifest.tasks[0]
     manifest = getattr(plugin, "manifest", None)
     return (manifest.id if manifest is not None else plugin.task), plugin.task
+
+
+def _given(plugin: LoadedPlugin) -> Callable[[], LoadedPlugin]:
+    """A loader for a plugin that is already loaded."""
+    return lambda: plugin
 
 
 def _then(first: Alternative, others: Callable[[], list[Alternative]]) -> Iterator[Alternative]:
@@ -393,7 +412,7 @@ def _summary(tries: list[Try]) -> str:
                      for t in tries)
 
 
-def is_code_plugin(plugin: Any) -> bool:
+def is_code_plugin(plugin: LoadedPlugin) -> TypeIs[PythonPlugin]:
     from registry.runtime import PythonPlugin
 
     return isinstance(plugin, PythonPlugin)
@@ -419,7 +438,7 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def free_device_cache(device: Any) -> None:
+def free_device_cache(device: torch.device) -> None:
     import torch
 
     if device.type == "cuda":
@@ -428,7 +447,7 @@ def free_device_cache(device: Any) -> None:
         torch.mps.empty_cache()
 
 
-def load_step(ref: str, registry: Any) -> Any:
+def load_step(ref: str, registry: Registry) -> LoadedPlugin:
     """A Task-Plugin folder (it holds plugin.json; its files get an install's checks), else a registered plugin
     id (checked: enabled, trusted, weights' SHA-256)."""
     if (Path(ref) / "plugin.json").is_file():
@@ -456,8 +475,8 @@ def check_folder(folder: Path) -> None:
     for weights in DIFFPLUGIN_WEIGHTS:
         if not (folder / weights).is_file():
             raise InstallRefused(folder / weights, "missing; a Task-Plugin folder holds its weights as safetensors")
-    for weights in sorted(folder.rglob("*.safetensors")):
-        check_safetensors(weights)
+    for file in sorted(folder.rglob("*.safetensors")):
+        check_safetensors(file)
 
 
 def refuse_missing_folder(ref: str) -> None:
@@ -478,11 +497,15 @@ def refuse_folder(ref: str) -> None:
         raise ExecutorError(problem)
 
 
-def known_options(plugin: Any) -> list[str] | None:
+#: What the executor reads from a diffusion step's options (`Executor.diffuse`), with their types.
+DIFFUSION_OPTIONS: dict[str, type] = {"seed": int, "steps": int}
+
+
+def known_options(plugin: LoadedPlugin) -> list[str] | None:
     """The options a loaded plugin takes (None: any): a code plugin's keyword parameters and its manifest's
     defaults, or what the executor reads for a diffusion plugin."""
     if not is_code_plugin(plugin):
-        return ["seed", "steps"]
+        return list(DIFFUSION_OPTIONS)
     import inspect
 
     try:
@@ -495,7 +518,7 @@ def known_options(plugin: Any) -> list[str] | None:
     return sorted(names | set(plugin.options))
 
 
-def check_options(plugin: Any, options: dict[str, Any], where: str) -> None:
+def check_options(plugin: LoadedPlugin, options: dict[str, Any], where: str) -> None:
     """Refuse, before any work, an option the plugin does not take (`where` names the step)."""
     known = known_options(plugin)
     unknown = [name for name in options if known is not None and name not in known]

@@ -6,29 +6,35 @@ indexes added here (see docs/publishing.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from assistant.cli_common import JsonOption, emit, print_schema, printable, reported
+from assistant.cli_help import CliApp
+
+if TYPE_CHECKING:
+    from plugins.progress import Progress as ProgressReport
+    from plugins.progress import ProgressEvent
+    from registry.community.hub import CommunityIndexes
 
 COMMUNITY_FOLDER = "community"
 KEYS_FOLDER = "keys"
 DEFAULT_KEY = "publisher.key"
 
-index_app = typer.Typer(
+index_app = CliApp(
     help="""Community indexes: add one, then search and install its plugins by id.
 
-    diffplugin index add community https://plugins.example.org/index/
+    For example:
 
-    diffplugin plugins search "remove the lens flare"
+        diffplugin index add community https://plugins.example.org/index/
+        diffplugin plugins search "remove the lens flare"
+        diffplugin plugins install acme/deflare
 
-    diffplugin plugins install acme/deflare
-
-    Publishers: diffplugin index keygen, then diffplugin plugins publish FOLDER --index INDEX_DIR.
+    Publishers: `diffplugin index keygen`, then `diffplugin plugins publish FOLDER --index INDEX_DIR`.
     """,
     no_args_is_help=True,
 )
@@ -38,7 +44,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(index_app, name="index")
 
 
-def open_indexes() -> Any:
+def open_indexes() -> CommunityIndexes:
     """The indexes of this data folder: their list and pins in the data folder, cached copies in the cache."""
     from assistant.paths import cache_dir, data_dir
     from registry.community.hub import CommunityIndexes
@@ -53,7 +59,7 @@ def default_key() -> Path:
 
 
 @contextmanager
-def download_progress(as_json: bool) -> Iterator[Callable[[int, int], None]]:
+def download_progress(as_json: bool) -> Iterator[ProgressReport]:
     """A progress bar per download on a terminal, as `models pull` shows them; none with --json, and none until a
     download starts (an install from a folder or from the archive cache shows no bar)."""
     from rich.console import Console
@@ -63,9 +69,10 @@ def download_progress(as_json: bool) -> Iterator[Callable[[int, int], None]]:
     bar: Progress | None = None
     job = None
 
-    def progress(done: int, total: int) -> None:
+    def progress(event: ProgressEvent) -> None:
         nonlocal bar, job
-        if as_json or (bar is None and (done >= total or not console.is_terminal)):
+        done, total = event.done, event.total
+        if as_json or (bar is None and ((total is not None and done >= total) or not console.is_terminal)):
             return
         if bar is None:
             bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -174,8 +181,10 @@ def update(name: Annotated[str | None, typer.Argument(help="Only this index (def
                                                                       "plugin, to install without the network.")]
            = False,
            as_json: JsonOption = False) -> None:
-    """Refresh the cached copies (a conditional request: an unchanged index is not downloaded again). Exits 1
-    when an index could not be refreshed; its cached copy is still used."""
+    """Refresh the cached copies of the indexes.
+
+    A conditional request: an unchanged index is not downloaded again. Exits 1 when an index could not be
+    refreshed; its cached copy is still used."""
     with reported(as_json), download_progress(as_json) as progress:
         hub = open_indexes()
         results = hub.update(name)
@@ -192,6 +201,7 @@ def update(name: Annotated[str | None, typer.Argument(help="Only this index (def
                 typer.secho(f"error: {printable(error)} (the cached copy is still used)", fg=typer.colors.RED,
                             err=True)
                 continue
+            assert view is not None  # refreshed, since there was no error
             typer.echo(printable(f"{source.name}: {view.fetched.how}, {view.to_json()['plugins']} plugins"))
             _print_refused(view.refused)
         for label in fetched:
@@ -205,8 +215,9 @@ def update(name: Annotated[str | None, typer.Argument(help="Only this index (def
 @index_app.command("unpin")
 def unpin(namespace: Annotated[str, typer.Argument(help="The namespace, e.g. acme.")],
           as_json: JsonOption = False) -> None:
-    """Forget the key pinned for a namespace, so the next key seen is pinned: only when its publisher told you,
-    another way, that they changed keys."""
+    """Forget the key pinned for a namespace, so that the next key seen is pinned.
+
+    Only when its publisher told you, another way, that they changed keys."""
     with reported(as_json):
         data = open_indexes().unpin(namespace.rstrip("/"))
     emit(data, as_json, lambda: typer.echo(f"unpinned {namespace.rstrip('/')}/ (was {data['key_fingerprint']})"))

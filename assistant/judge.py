@@ -45,6 +45,7 @@ import PIL.Image
 
 from assistant.quality import Measures, measure_array
 from assistant.quality import judge as judge_damage
+from plugins.errors import DiffPluginError
 
 JUDGE_SIZE = 256
 CALIBRATION_PATH = Path(__file__).with_name("judge_calibration.json")
@@ -70,7 +71,7 @@ _CHROMA = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], d
 _SQUARE_5 = np.ones((5, 5), np.uint8)
 
 
-class JudgeUnavailable(ValueError):
+class JudgeUnavailable(DiffPluginError, ValueError):
     """The photo is too small or not finite to judge; the step is kept with a note."""
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from registry.store import Registry
 
 HOME_ENV = "DIFFPLUGIN_HOME"
 REGISTRY_ENV = "DIFFPLUGIN_REGISTRY"
@@ -34,6 +37,14 @@ def models_dir() -> Path:
     return data_dir() / "models"
 
 
+def base_model_dir(models: Path | None = None) -> Path:
+    """Where `diffplugin models pull` puts the default base model (in `models`, default `models_dir()`), and where
+    edits, the plugin states and the paper's selector look for it."""
+    from plugins.diffplugin.layout import BASE_FOLDER
+
+    return (models or models_dir()) / BASE_FOLDER
+
+
 def registry_dir() -> Path:
     """Installed plugins, their state and the search index: `$DIFFPLUGIN_REGISTRY`, else the data folder's."""
     if env := os.environ.get(REGISTRY_ENV):
@@ -41,7 +52,7 @@ def registry_dir() -> Path:
     return data_dir() / "registry"
 
 
-def open_registry(folder: str | Path | None = None) -> Any:
+def open_registry(folder: str | Path | None = None) -> Registry:
     """The `Registry` at `folder` (default: `registry_dir()`), with the pulled models for built-in weights."""
     from registry.store import Registry
 

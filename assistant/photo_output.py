@@ -14,12 +14,14 @@ from typing import Literal
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
-from assistant.planning.plan import Plan, write_atomic, write_together
+from assistant.planning.plan import Plan
+from plugins.atomic_files import write_atomic, write_together
+from plugins.errors import DiffPluginError
 
 PLAN_KEY = "diffplugin:plan"
 
 
-class OutputError(ValueError):
+class OutputError(DiffPluginError, ValueError):
     """An output path the command may not write, or a write that failed (nothing was written then)."""
 
 
@@ -82,7 +84,7 @@ def save_result(image: PIL.Image.Image, output: Path, plan: Plan | None = None, 
     a file that appeared since `check_output` is never replaced (OutputTaken). Returns the paths written."""
     fmt = PIL.Image.registered_extensions()[output.suffix.lower()]
     buffer = io.BytesIO()
-    options = {}
+    options: dict[str, object] = {}
     if plan is not None and fmt == "PNG":
         info = PngInfo()
         info.add_text(PLAN_KEY, json.dumps(plan.to_json()))

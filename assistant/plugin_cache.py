@@ -8,15 +8,19 @@ version and weight hashes, so a reinstalled or upgraded plugin is never served s
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assistant.executor import LoadedPlugin
+    from registry.store import PluginStatus
 
 #: Default budget: room for about a dozen Task-Plugins in fp32.
 DEFAULT_MAX_BYTES = 800 * 2**20
 
 
-def plugin_bytes(plugin: Any) -> int:
+def plugin_bytes(plugin: object) -> int:
     """Memory held by a loaded plugin's tensors (0 for code plugins)."""
     modules = [getattr(plugin, name, None) for name in ("tpb", "scb")]
     return sum(p.numel() * p.element_size() for m in modules if m is not None for p in m.parameters())
@@ -27,7 +31,7 @@ class PluginCache:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[LoadedPlugin, int]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -41,7 +45,7 @@ class PluginCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def get(self, key: tuple, load: Callable[[], Any]) -> Any:
+    def get(self, key: Hashable, load: Callable[[], LoadedPlugin]) -> LoadedPlugin:
         """The cached plugin for `key`, or `load()`'s result, cached if it fits the budget."""
         if key in self._entries:
             self._entries.move_to_end(key)
@@ -57,14 +61,14 @@ class PluginCache:
         return plugin
 
 
-def folder_key(folder: Path) -> tuple:
+def folder_key(folder: Path) -> tuple[str, tuple[tuple[str, int, int], ...]]:
     """What identifies a plugin folder's bytes cheaply: its path and each file's size and modification time."""
     folder = folder.resolve()
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return (str(folder), tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
 
 
-def cache_key(status: Any) -> tuple:
+def cache_key(status: PluginStatus) -> tuple[str, str, str, tuple[str, ...]]:
     """What identifies a registered plugin's bytes: id, version, source and the SHA-256 of each weight file."""
     manifest = status.active.manifest
     return (status.id, manifest.version, status.active.source, tuple(w.sha256 for w in manifest.weights))

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from assistant.cli_common import CliError, JsonOption, emit, print_schema, printable, reported
+from assistant.cli_help import CliApp
 from registry.community.ids import looks_like_id
 from registry.errors import PluginNotFound
 
-plugins_app = typer.Typer(
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from registry.store import PluginStatus, Registry
+
+plugins_app = CliApp(
     help="""Find, install and manage plugins.
 
-    diffplugin plugins search "remove the rain"
+    For example:
 
-    diffplugin plugins install ./my-plugin            (a folder with diffplugin.yaml, or a .zip / .tar.gz)
+        diffplugin plugins search "remove the rain"
+        diffplugin plugins install ./my-plugin
+        diffplugin plugins validate ./my-plugin
 
-    diffplugin plugins validate ./my-plugin           (every install check, nothing installed)
+    install takes a folder with diffplugin.yaml, a .zip or .tar.gz of one, or an id an added index offers;
+    validate runs every install check and installs nothing.
     """,
     no_args_is_help=True,
 )
@@ -34,10 +43,18 @@ def plugins_main(
     ctx.obj = registry
 
 
-def open_registry(ctx: typer.Context):
+# On each subcommand too (`plugins list --registry DIR`); without an environment variable, so that a folder given
+# before the subcommand is not overridden by $DIFFPLUGIN_REGISTRY, which the group reads.
+HereRegistryOption = Annotated[Path | None, typer.Option(
+    "--registry", help="Registry folder (default: as given before the subcommand, else $DIFFPLUGIN_REGISTRY, "
+                       "else the data folder's registry/).")]
+
+
+def open_registry(ctx: typer.Context, registry: Path | None = None) -> Registry:
+    """The registry named on the subcommand, else on `plugins`, else the default one."""
     from assistant.paths import open_registry
 
-    return open_registry(ctx.obj)
+    return open_registry(registry or ctx.obj)
 
 
 def _split(ref: str) -> tuple[str, str | None]:
@@ -46,53 +63,89 @@ def _split(ref: str) -> tuple[str, str | None]:
     return plugin_id, version or None
 
 
-def _state_word(status) -> str:
-    if not status.enabled:
-        return "disabled"
-    if not status.trusted:
-        return "needs --trust"
-    if status.problems:
-        return "needs weights"
-    return "ready"
+def _state_word(status: PluginStatus) -> str:
+    from assistant.plugin_status import state_word
+
+    return state_word(status)
 
 
 @plugins_app.command("list")
-def list_plugins(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def list_plugins(ctx: typer.Context, registry: HereRegistryOption = None, as_json: JsonOption = False) -> None:
     """Every plugin: built-in, pip-installed and installed ones, with the active version and its state."""
     with reported(as_json):
-        reg = open_registry(ctx)
+        from assistant.plugin_status import base_model_pulled, state_word
+
+        reg = open_registry(ctx, registry)
         statuses = reg.plugins()
         errors = reg.discovery_errors()
+        base_pulled = base_model_pulled()
+    rows = [{"id": s.id, "version": s.active.version, "kind": s.manifest.kind, "tasks": ", ".join(s.manifest.tasks),
+             "source": s.active.source, "state": state_word(s, base_pulled),
+             "licence": s.manifest.license + (" (non-commercial)" if s.manifest.non_commercial else "")}
+            for s in statuses]
 
     def human() -> None:
         from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
 
-        table = Table("id", "version", "kind", "tasks", "source", "state", "licence")
-        for column in table.columns[:2]:
-            column.no_wrap = True
-        for s in statuses:
-            licence = s.manifest.license + (" (non-commercial)" if s.manifest.non_commercial else "")
-            cells = (s.id, s.active.version, s.manifest.kind, ", ".join(s.manifest.tasks), s.active.source,
-                     _state_word(s), licence)
-            # Text cells: Rich reads markup in plain strings, and a manifest's "[/bold]" would stop the listing.
-            table.add_row(*(Text(printable(cell)) for cell in cells))
-        Console().print(table)
+        console = Console()
+        table, left_out = _fitting_table(rows, console.width)
+        console.print(table)
+        if left_out:
+            typer.secho(f"({', '.join(left_out)} left out at this width: `plugins show ID` or --json has them)",
+                        fg=typer.colors.YELLOW, err=True)
         for error in errors:
             typer.secho(f"broken plugin package: {printable(error)} (run `diffplugin plugins validate` on it)",
                         fg=typer.colors.YELLOW, err=True)
 
-    emit({"plugins": [s.to_json() for s in statuses], "errors": errors}, as_json, human)
+    emit({"plugins": [{**s.to_json(), "state": row["state"]} for s, row in zip(statuses, rows, strict=True)],
+          "errors": errors}, as_json, human)
+
+
+#: `plugins list`'s columns, in the order they are left out when the terminal is too narrow for all.
+_LEAST_NEEDED_FIRST = ("source", "licence", "version", "tasks")
+
+
+def _fitting_table(rows: list[dict[str, str]], width: int) -> tuple[Table, list[str]]:
+    """The plugins table, without the columns that do not fit in `width` (cells wrap, never cut); and which those
+    are."""
+    from rich.console import Console
+
+    columns = ["id", "version", "kind", "tasks", "source", "state", "licence"]
+    left_out: list[str] = []
+    unbounded = Console(width=10_000)  # a measure is clamped to the console's width
+    table = _table(rows, columns)
+    for name in _LEAST_NEEDED_FIRST:
+        if unbounded.measure(table).minimum <= width:
+            break
+        columns.remove(name)
+        left_out.append(name)
+        table = _table(rows, columns)
+    return table, left_out
+
+
+def _table(rows: list[dict[str, str]], columns: list[str]) -> Table:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*columns, box=box.SIMPLE_HEAD)
+    for column in table.columns:
+        column.no_wrap = column.header in ("id", "version")
+        column.overflow = "fold"
+    for row in rows:
+        # Text cells: Rich reads markup in plain strings, and a manifest's "[/bold]" would stop the listing.
+        table.add_row(*(Text(printable(row[name])) for name in columns))
+    return table
 
 
 @plugins_app.command("show")
 def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id, optionally @version.")],
+         registry: HereRegistryOption = None,
          as_json: JsonOption = False) -> None:
     """A plugin's manifest and state (trust decision, versions, problems)."""
     with reported(as_json):
         try:
-            status = open_registry(ctx).get(*_split(plugin))
+            status = open_registry(ctx, registry).get(*_split(plugin))
         except PluginNotFound:
             offered = _indexed(plugin)
             if offered is None:
@@ -155,13 +208,16 @@ def _show_indexed(offered: dict) -> None:
 @plugins_app.command("search")
 def search(ctx: typer.Context, text: Annotated[str, typer.Argument(help="What you want done, in your words.")],
            limit: Annotated[int, typer.Option(help="How many plugins to show.", min=1)] = 5,
+           registry: HereRegistryOption = None,
            as_json: JsonOption = False) -> None:
-    """Plugins ranked by how well their description, tasks and examples match TEXT (score: cosine, -1..1):
-    installed ones and those the added indexes offer (marked `index:NAME`; install them by id)."""
+    """Plugins ranked by how well their description, tasks and examples match TEXT.
+
+    The score is a cosine (-1..1). Installed plugins and those the added indexes offer are ranked together; the
+    offered ones are marked `index:NAME` (install them by id)."""
     with reported(as_json):
         from assistant.index_cli import open_indexes
 
-        found, problems = open_indexes().search(open_registry(ctx), text, limit)
+        found, problems = open_indexes().search(open_registry(ctx, registry), text, limit)
 
     def human() -> None:
         if not found:
@@ -183,9 +239,12 @@ def install(ctx: typer.Context,
             trust: Annotated[bool, typer.Option("--trust", help="Allow a python plugin's code to run: only for "
                                                                  "authors you trust. Recorded and shown.")] = False,
             index: Annotated[str | None, typer.Option(help="Install by id from this index only.")] = None,
+            registry: HereRegistryOption = None,
             as_json: JsonOption = False) -> None:
-    """Install a plugin. Every check passes or nothing changes. By id: the newest version that is not yanked,
-    downloaded, its signature, size and SHA-256 checked before it is unpacked."""
+    """Install a plugin: every check passes or nothing changes.
+
+    By id: the newest version that is not yanked, downloaded, its signature, size and SHA-256 checked before it
+    is unpacked."""
     from assistant.index_cli import download_progress, open_indexes
 
     entry = None
@@ -194,14 +253,15 @@ def install(ctx: typer.Context,
         if path.exists() or not looks_like_id(source):
             if index is not None:
                 raise CliError(f"--index is for installs by id; {source} is a file or folder")
-            result = open_registry(ctx).install(path, trust=trust)
+            result = open_registry(ctx, registry).install(path, trust=trust)
             warnings = result.warnings
         else:
             indexes = open_indexes()
             if not indexes.sources.all():
                 raise CliError(f"{source}: no such file or folder, and no index is added to install it by id from "
                                "(`diffplugin index add NAME URL|FOLDER`)")
-            installed = indexes.install(open_registry(ctx), source, trust=trust, index=index, progress=progress)
+            installed = indexes.install(open_registry(ctx, registry), source, trust=trust, index=index,
+                                        progress=progress)
             result, entry = installed.result, installed.usable
             warnings = installed.warnings + result.warnings
     record = result.record
@@ -237,16 +297,18 @@ def publish(ctx: typer.Context,
                                                                "author).")] = None,
             title: Annotated[str | None, typer.Option("--title", help="The index's name for people (new "
                                                                        "indexes).")] = None,
+            registry: HereRegistryOption = None,
             as_json: JsonOption = False) -> None:
-    """Validate a plugin as an install would, build its archive, and add its signed entry to an index folder
-    (older versions are kept). Serve the folder with any static web server, or share it as it is."""
+    """Add a plugin to an index folder: validated as an install would, archived, its entry signed.
+
+    Older versions are kept. Serve the folder with any static web server, or share it as it is."""
     with reported(as_json):
         from assistant.index_cli import default_key
         from registry.community.publish import IndexFolder
         from registry.community.signing import load_private_key
 
         private = None if unsigned else load_private_key(key or default_key())
-        published = IndexFolder(index).publish(folder, open_registry(ctx), private, publisher, name=title)
+        published = IndexFolder(index).publish(folder, open_registry(ctx, registry), private, publisher, name=title)
 
     def human() -> None:
         e = published.entry
@@ -289,11 +351,12 @@ def yank(plugin: Annotated[str, typer.Argument(help="ns/name@version to withdraw
 @plugins_app.command("remove")
 def remove(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id; @version removes only "
                                                                           "that version.")],
+           registry: HereRegistryOption = None,
            as_json: JsonOption = False) -> None:
     """Uninstall an installed plugin (all its versions, or one)."""
     with reported(as_json):
         plugin_id, version = _split(plugin)
-        removed = open_registry(ctx).remove(plugin_id, version)
+        removed = open_registry(ctx, registry).remove(plugin_id, version)
     emit({"id": plugin_id, "removed": removed}, as_json,
          lambda: typer.echo(f"removed {plugin_id} {', '.join(removed)}"))
 
@@ -302,29 +365,31 @@ def remove(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugi
 def enable(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id; @version also makes that "
                                                                           "version the active one.")],
            trust: Annotated[bool, typer.Option("--trust", help="Record that you trust this python plugin's code.")]
-           = False, as_json: JsonOption = False) -> None:
+           = False, registry: HereRegistryOption = None, as_json: JsonOption = False) -> None:
     """Enable a plugin (and choose its active version, or grant trust)."""
     with reported(as_json):
-        status = open_registry(ctx).enable(*_split(plugin), trust=trust)
+        status = open_registry(ctx, registry).enable(*_split(plugin), trust=trust)
     emit(status.to_json(), as_json,
          lambda: typer.echo(f"{status.id} {status.active.version}: {_state_word(status)}"))
 
 
 @plugins_app.command("disable")
 def disable(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id.")],
+            registry: HereRegistryOption = None,
             as_json: JsonOption = False) -> None:
     """Disable a plugin: kept installed, but not searched, selected or run."""
     with reported(as_json):
-        status = open_registry(ctx).disable(plugin)
+        status = open_registry(ctx, registry).disable(plugin)
     emit(status.to_json(), as_json, lambda: typer.echo(f"{status.id}: disabled"))
 
 
 @plugins_app.command("validate")
 def validate(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Plugin folder or its diffplugin.yaml.")],
+             registry: HereRegistryOption = None,
              as_json: JsonOption = False) -> None:
     """Run every install check on a plugin folder without installing it. Exits 1 on the first problem."""
     with reported(as_json):
-        manifest, warnings = open_registry(ctx).validate(path)
+        manifest, warnings = open_registry(ctx, registry).validate(path)
     data = {"valid": True, "id": manifest.id, "version": manifest.version, "warnings": warnings}
 
     def human() -> None:
@@ -378,11 +443,12 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="W
 
 
 @plugins_app.command("reindex")
-def reindex(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def reindex(ctx: typer.Context, registry: HereRegistryOption = None, as_json: JsonOption = False) -> None:
     """Rebuild the search index from the manifests (it is also rebuilt by itself when missing or stale)."""
     from rich.progress import Progress
 
     with reported(as_json), Progress(disable=as_json, transient=True) as bar:
         job = bar.add_task("embedding", total=None)
-        count = open_registry(ctx).reindex(progress=lambda done, total: bar.update(job, completed=done, total=total))
+        count = open_registry(ctx, registry).reindex(
+            progress=lambda event: bar.update(job, completed=event.done, total=event.total))
     emit({"indexed": count}, as_json, lambda: typer.echo(f"indexed {count} plugins"))

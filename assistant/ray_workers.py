@@ -24,12 +24,13 @@ import PIL.Image
 
 from assistant.executor import DiffusionSettings
 from assistant.workers import RAY_MISSING, Job, Outcome, edit, failure
+from plugins.errors import DiffPluginError
 
 #: Photos in flight per worker: one being edited, one waiting, so a worker never idles between photos.
 QUEUE_PER_WORKER = 2
 
 
-class RayWorkersError(ValueError):
+class RayWorkersError(DiffPluginError, ValueError):
     """Ray is missing, or the cluster cannot give the workers asked for."""
 
 
@@ -52,7 +53,7 @@ class PhotoWorker:
                        self.executor)
         return {"pixels": None if outcome.image is None else np.asarray(outcome.image.convert("RGB")),
                 "plan": None if outcome.plan is None else outcome.plan.to_json(), "notes": outcome.notes,
-                "error": outcome.error}
+                "error": outcome.error, "internal": outcome.internal, "log": outcome.log, "details": outcome.details}
 
 
 class RayWorkers:
@@ -100,7 +101,9 @@ class RayWorkers:
                                           "/tmp/ray/session_latest/logs)")
                 yield from self._collect(pending, free, wait_for=1)
             actor = free.pop(0)
-            ref = actor.edit.remote(job.name, np.asarray(job.image.convert("RGB")), job.plan.to_json())
+            # Ray's stubs type an actor's methods as the plain methods, without `.remote`
+            ref = actor.edit.remote(  # type: ignore[attr-defined]
+                job.name, np.asarray(job.image.convert("RGB")), job.plan.to_json())
             pending[ref] = (job, actor)
         while pending:
             yield from self._collect(pending, free, wait_for=1)
@@ -116,21 +119,22 @@ class RayWorkers:
             except self.ray.exceptions.RayActorError as err:  # the worker died (e.g. out of memory): not reused
                 self.actors = [a for a in self.actors if a is not actor]
                 free[:] = [a for a in free if a is not actor]
-                yield failure(job.name, err)
+                yield failure(job.name, err, bug=False)
                 continue
             except self.ray.exceptions.RayError as err:  # its code raised
                 free.append(actor)
                 yield failure(job.name, getattr(err, "cause", None) or err)
                 continue
             free.append(actor)
-            if reply["error"] is not None:
-                yield Outcome(job.name, error=reply["error"])
+            if reply["error"] is not None:  # the log a bug went to is the worker's (on its machine)
+                yield Outcome(job.name, error=reply["error"], internal=reply["internal"], log=reply["log"],
+                              details=reply["details"])
                 continue
             yield Outcome(job.name, Plan.model_validate(reply["plan"]), PIL.Image.fromarray(reply["pixels"]),
                           reply["notes"])
 
     def close(self) -> None:
         for actor in self.actors:
-            self.ray.kill(actor)
+            self.ray.kill(actor)  # type: ignore[arg-type]  # Ray's stubs: `.remote()` may give the class itself
         if self.started:
             self.ray.shutdown()

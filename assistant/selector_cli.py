@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -47,7 +47,12 @@ def select(
 def train_selector_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write the trained selector to.")],
     data: Annotated[list[Path] | None, typer.Option(help="Instruction files (JSON lines; only `split: train` "
-                                                         "lines are used). Default: the shipped ones.")] = None,
+                                                         "lines are used) to train the encoder on. Default: "
+                                                         "the shipped ones.")] = None,
+    examples: Annotated[list[Path] | None, typer.Option(help="Instruction files the trained selector compares "
+                                                             "requests with (its examples), instead of the "
+                                                             "training requests. Default: with --data, those; "
+                                                             "without, the shipped example files.")] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data: same weights).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it holds a selector.")] = False,
@@ -60,7 +65,7 @@ def train_selector_command(
     with reported(as_json):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from assistant.selector.data import load_instructions, training_set
+        from assistant.selector.instructions import load_instructions
         from assistant.selector.model import CONFIG_FILE
         from assistant.selector.train import SelectorTrainConfig, train_selector
 
@@ -68,19 +73,22 @@ def train_selector_command(
             raise CliError(f"{output} already holds a selector; pass --overwrite to replace it.")
         if steps < 1:
             raise CliError("--steps must be at least 1.")
-        rows = [r for path in data for r in load_instructions(path, split="train")] if data else training_set()
+        rows = [r for path in data for r in load_instructions(path, split="train")] if data else None
+        bank = [r for path in examples for r in load_instructions(path, split="train")] if examples else None
         with Progress(TextColumn("training selector"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=as_json) as bar:
             task = bar.add_task("train", total=steps, loss="-")
             folder = train_selector(SelectorTrainConfig(steps=steps, seed=seed), rows, output,
-                                    progress=lambda step, _, loss: bar.update(task, completed=step,
-                                                                              loss=f"{loss:.3f}"))
+                                    progress=lambda event: bar.update(task, completed=event.done,
+                                                                      loss=f"{event.loss:.3f}"),
+                                    examples=bank)
         import json
 
         record = json.loads((folder / CONFIG_FILE).read_text())["training"]
     emit({"output": str(folder), **record}, as_json,
          lambda: typer.echo(f"trained on {record['requests']} requests ({record['clauses']} clauses), "
-                            f"final loss {record['final_loss']}: {folder}"))
+                            f"final loss {record['final_loss']}; {record['bank_requests']} requests as examples: "
+                            f"{folder}"))
 
 
 def eval_selector_command(
@@ -100,14 +108,14 @@ def eval_selector_command(
     with reported(as_json), Progress(disable=as_json, transient=True) as bar:
         from assistant.selector import load_selector
         from assistant.selector.candidates import task_of
-        from assistant.selector.data import load_instructions
         from assistant.selector.evaluate import evaluate
+        from assistant.selector.instructions import load_instructions
 
         rows = load_instructions(data, split=split)
         selector = load_selector(registry, weights)
         job = bar.add_task("selecting", total=len(rows))
         report = evaluate(selector.select, rows, str(data), lambda ref: task_of(ref, selector.candidates),
-                          progress=lambda done, _: bar.update(job, completed=done))
+                          progress=lambda event: bar.update(job, completed=event.done))
 
     def human() -> None:
         for kind, score in report.by_kind.items():
@@ -117,7 +125,7 @@ def eval_selector_command(
     emit(report if as_json else report.by_kind, as_json, human)
 
 
-def register(app: Any, train_app: Any, eval_app: Any) -> None:
+def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) -> None:
     app.command("select")(select)
     train_app.command("selector")(train_selector_command)
     eval_app.command("selector")(eval_selector_command)

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import PIL.Image
 
+from assistant.error_report import describe
 from assistant.planning import Plan, run_plan
-from registry.errors import RegistryError
 
-#: What one photo's edit may raise without stopping the batch (a bad photo, a plugin that refuses to run).
-EDIT_ERRORS = (ValueError, OSError, RuntimeError, RegistryError)
+if TYPE_CHECKING:
+    from assistant.executor import Executor
+    from plugins.progress import Progress
+    from registry.store import Registry
+
+#: What one photo's edit may raise without stopping the batch: anything but a cancellation. A bad photo or a
+#: plugin that refuses to run is reported as the user's error, anything else as a bug (assistant/error_report.py).
+EDIT_ERRORS = (Exception,)
 #: What `--executor ray` says when Ray is not installed (checked before any work, and again where Ray loads).
 RAY_MISSING = "--executor ray needs Ray: pip install 'diffplugin-assistant[ray]'"
 
@@ -37,6 +43,9 @@ class Outcome:
     image: PIL.Image.Image | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    internal: bool = False  # the error is a bug: `error` says so, `log` is where its traceback went
+    log: str | None = None
+    details: str | None = None  # a bug's traceback, for --debug
 
 
 class Workers(Protocol):
@@ -48,14 +57,21 @@ class Workers(Protocol):
     def close(self) -> None: ...
 
 
-def failure(name: str, err: BaseException) -> Outcome:
-    return Outcome(name, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+def failure(name: str, err: BaseException, bug: bool | None = None) -> Outcome:
+    """`err` as the failed outcome of photo `name`; `bug=False`: not a bug whatever its type (a worker died)."""
+    described = describe(err, bug)
+    return Outcome(name, error=described.text().splitlines()[0], internal=described.internal,
+                   log=str(described.log) if described.log else None, details=described.details)
 
 
-def edit(job: Job, registry: Any, executor: Any, progress: Any = None) -> Outcome:
-    """Run one job's plan; an edit error becomes a failed outcome (cancellation and bugs propagate)."""
+def edit(job: Job, registry: Registry, executor: Executor, progress: Progress | None = None) -> Outcome:
+    """Run one job's plan; any error becomes a failed outcome (cancellation propagates)."""
+    from assistant.executor import Cancelled
+
     try:
         result = run_plan(job.plan, job.image, registry, executor, progress)
+    except Cancelled:
+        raise
     except EDIT_ERRORS as err:
         return failure(job.name, err)
     return Outcome(job.name, job.plan, result.image, result.notes)
@@ -64,7 +80,8 @@ def edit(job: Job, registry: Any, executor: Any, progress: Any = None) -> Outcom
 class LocalWorkers:
     """One executor in this process: the base model loads once, progress shows per denoising step."""
 
-    def __init__(self, registry: Any, executor: Any, progress: Callable[[str, int], Any] | None = None) -> None:
+    def __init__(self, registry: Registry, executor: Executor,
+                 progress: Callable[[str, int], Progress] | None = None) -> None:
         self.registry, self.executor, self.progress = registry, executor, progress
 
     def map(self, jobs: Iterable[Job | Outcome]) -> Iterator[Outcome]:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scenes import scene_paths  # benchmarks/ is the script's own folder, first on sys.path
 from scipy.ndimage import gaussian_filter
 from skimage import data as skdata
 
@@ -448,7 +449,15 @@ EXTRA = {"moire": moire, "highlight": highlight, "rain_heavy": rain_heavy, "rain
 # ------------------------------------------------------------------------------------------------ samples
 
 
+#: The prefix of the everyday scenes fetched from Debian's packages (benchmarks/scenes.py, `--scenes DIR`).
+SCENE = "scene:"
+#: The folder of those scenes; set by main() before the measuring processes fork, which inherit it.
+scenes_dir: Path | None = None
+
+
 def photo(name: str) -> Image.Image:
+    if name.startswith(SCENE) and scenes_dir is not None:
+        return Image.open(scenes_dir / f"{name.removeprefix(SCENE)}.png").convert("RGB")
     array = getattr(skdata, name)()
     array = array[0] if isinstance(array, tuple) else array  # stereo pairs: the left view
     return Image.fromarray(array).convert("RGB")
@@ -602,7 +611,7 @@ def fit(measured: Measured) -> dict:
         "about": "Per task, one logistic regression per kind of degradation on standardised statistics: "
         "p = sigmoid(bias + sum(weights * (transform(stat) - mean) / scale)), the most confident kind wins; "
         "transforms in assistant.detector.",
-        "calibration_photos": list(CALIBRATION_PHOTOS),
+        "calibration_photos": sorted({sample.photo for sample in measured.samples}),
         "strengths": list(CALIBRATION_STRENGTHS),
         "positive_share": POSITIVE_SHARE,
         "tasks": models,
@@ -756,13 +765,23 @@ def main() -> None:
     parser.add_argument("--real", nargs="?", type=Path, const=REAL_PHOTOS, default=None, metavar="DIR",
                         help="only score the stored calibration on labelled real photos (default DIR: "
                              "tests/data/real-photos, with a labels.csv)")
+    parser.add_argument("--scenes", type=Path, metavar="DIR",
+                        help="also the everyday scenes fetched by `python benchmarks/scenes.py fetch DIR`: four in "
+                             "five calibrate, every fifth is held out")
     args = parser.parse_args()
     if args.real is not None:
         print(evaluate_real(args.real.resolve(), args.threshold))
         return
 
     start = time.perf_counter()
-    calibration_set = measure_all(samples(CALIBRATION_PHOTOS, CALIBRATION_STRENGTHS, 1000, False), args.workers)
+    calibration_photos, held_out_photos = list(CALIBRATION_PHOTOS), list(HELD_OUT_PHOTOS)
+    if args.scenes:
+        global scenes_dir
+        scenes_dir = args.scenes
+        names = [SCENE + path.stem for path in scene_paths(args.scenes)]
+        calibration_photos += [name for i, name in enumerate(names) if i % 5 != 4]
+        held_out_photos += names[4::5]
+    calibration_set = measure_all(samples(calibration_photos, CALIBRATION_STRENGTHS, 1000, False), args.workers)
     fitted = fit(calibration_set)
     if args.write:
         CALIBRATION_PATH.write_text(json.dumps(fitted, indent=2) + "\n")
@@ -776,10 +795,10 @@ def main() -> None:
     if not math.isclose(drift, 0.0, abs_tol=1e-4):
         print(f"note: the stored calibration differs from a fresh fit by up to {drift:.3g}; rerun with --write")
 
-    held_out = samples(HELD_OUT_PHOTOS, HELD_OUT_STRENGTHS, 5000, True)
+    held_out = samples(held_out_photos, HELD_OUT_STRENGTHS, 5000, True)
     held_out_set = measure_all(held_out, args.workers)
-    print(f"\nHeld-out photos {', '.join(HELD_OUT_PHOTOS)} (4 variants each), threshold {args.threshold}; "
-          f"calibrated on {len(CALIBRATION_PHOTOS)} other photos ({len(calibration_set.samples)} images).\n")
+    print(f"\nHeld-out photos {', '.join(held_out_photos)} (4 variants each), threshold {args.threshold}; "
+          f"calibrated on {len(calibration_photos)} other photos ({len(calibration_set.samples)} images).\n")
     print(evaluate(held_out_set, stored, args.threshold))
     print("\n" + runtime(held_out))
     print("\n" + evaluate_real(REAL_PHOTOS, args.threshold))

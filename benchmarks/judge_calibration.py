@@ -1,7 +1,7 @@
 """Fit the judge's calibrated verdict and measure how often it agrees with full-reference PSNR/SSIM.
 
-    python benchmarks/judge_calibration.py --pairs pairs.pkl --extra-scenes          # build (or reuse) pairs, agreement
-    python benchmarks/judge_calibration.py --pairs pairs.pkl --extra-scenes --write  # ... and write the calibration
+    python benchmarks/judge_calibration.py --extra-scenes          # build (or reuse) pairs, agreement
+    python benchmarks/judge_calibration.py --extra-scenes --write  # ... and write the calibration
 
 Clean photos (`skimage.data`, and scikit-learn's two sample photos when it is installed; short side 256 px; whole,
 mirrored and a 70% crop; with --extra-scenes, as shipped, also textual-image's portrait and a 60% crop from the
@@ -17,9 +17,14 @@ they disagree are left out.
 One small neural network per task (scikit-learn's MLP, one hidden layer) is fitted on the judge's features of each
 pair (`assistant.judge.change_vector`). Agreement is measured by cross-validation over photos (a photo's pairs, all
 variants, are either all fitted or all tested; five folds by default); the written model is then fitted on every
-photo. The pairs file keeps each pair's photos as the plugin saw them, so that new features can be tried without
-running the plugins again; it is extended, not rebuilt, when photos or views are added. Prints the agreement per
-task, overall, and of the damage checks alone. """
+photo. The pairs folder (`--pairs`, one file per photo view) keeps each pair's photos as the plugin saw them, so
+that new features can be tried without running the plugins again; it is extended, not rebuilt, when photos or
+views are added, and a stopped run goes on where it stopped. Prints the agreement per task, overall, and of the
+damage checks alone.
+
+With --scenes DIR, also the 36 everyday scenes `python benchmarks/scenes.py fetch DIR` takes from Debian's
+packages (photos of fruit, streets, buildings, boats, a forest, ...), each a photo the cross-validation holds out
+as a whole. """
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scenes import scene_paths  # benchmarks/ is the script's own folder, first on sys.path
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from assistant.judge import (
@@ -117,7 +123,11 @@ class Pair:
     variant: str = "full"
 
 
-def photo_names(extra: bool = False) -> list[str]:
+#: The prefix of the scenes fetched from Debian's packages (benchmarks/scenes.py), read from --scenes.
+SCENE = "scene:"
+
+
+def photo_names(extra: bool = False, scenes: Path | None = None) -> list[str]:
     names = list(SKIMAGE_PHOTOS)
     try:
         import sklearn.datasets  # noqa: F401  (only for its two sample photos, which ship inside the wheel)
@@ -125,11 +135,14 @@ def photo_names(extra: bool = False) -> list[str]:
         pass
     else:
         names += SKLEARN_PHOTOS
-    return names + list(TEXTUAL_PHOTOS) if extra else names
+    names += list(TEXTUAL_PHOTOS) if extra else []
+    return names + [SCENE + path.stem for path in scene_paths(scenes)] if scenes else names
 
 
-def _photo(name: str, variant: str) -> Image.Image:
-    if name in SKLEARN_PHOTOS:
+def _photo(name: str, variant: str, scenes: Path | None = None) -> Image.Image:
+    if name.startswith(SCENE) and scenes is not None:
+        pixels = np.asarray(Image.open(scenes / f"{name.removeprefix(SCENE)}.png").convert("RGB"))
+    elif name in SKLEARN_PHOTOS:
         from sklearn.datasets import load_sample_image
 
         pixels = load_sample_image(name)
@@ -203,11 +216,11 @@ def _as_jpeg(image: Image.Image, quality: int = 90) -> Image.Image:
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
-def _pairs_for(job: tuple[str, str, int]) -> list[Pair]:
+def _pairs_for(job: tuple[str, str, int, Path | None]) -> list[Pair]:
     """All before/after pairs for one photo variant."""
     warnings.filterwarnings("ignore", "divide by zero")
-    name, variant, seed = job
-    clean = _photo(name, variant)
+    name, variant, seed, scenes = job
+    clean = _photo(name, variant, scenes)
     truth = _Truth(clean)
     rng = np.random.default_rng(seed)
     pairs: list[Pair] = []
@@ -234,15 +247,29 @@ def _pairs_for(job: tuple[str, str, int]) -> list[Pair]:
     return pairs
 
 
-def build(photos: list[str], seed: int, variants: tuple[str, ...] = VARIANTS,
-          done: frozenset[tuple[str, str]] = frozenset()) -> list[Pair]:
-    """The pairs of every photo and variant not `done`; a photo's seeds depend only on its place and the variant's,
-    so adding photos or variants at the end leaves the others' pairs as they were."""
+def _pairs_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
+    """Make one photo variant's pairs into a file of the pairs folder, unless it is there; its path."""
+    name, variant, seed, scenes, folder = job
+    path = folder / f"{name.replace(':', '-')}.{variant}.pkl"
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(_pairs_for((name, variant, seed, scenes))))
+        partial.replace(path)
+    return path
+
+
+def build(photos: list[str], seed: int, folder: Path, variants: tuple[str, ...] = VARIANTS,
+          scenes: Path | None = None) -> list[Path]:
+    """The pairs of every photo and variant, one file each in `folder` (made where missing: a stopped run goes
+    on where it stopped). A photo's seeds depend only on its place and the variant's, so adding photos or variants
+    at the end leaves the others' pairs as they were. Pairs hold their photos, so they stay on disk: 40 photos'
+    worth (about 30,000 pairs) is more than 20 GB in memory."""
     every = VARIANTS + EXTRA_VARIANTS
-    jobs = [(name, variant, seed + 10 * i + every.index(variant)) for i, name in enumerate(photos)
-            for variant in variants if (name, variant) not in done]
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(name, variant, seed + 10 * i + every.index(variant), scenes, folder) for i, name in enumerate(photos)
+            for variant in variants]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        return [pair for pairs in pool.map(_pairs_for, jobs) for pair in pairs]
+        return list(pool.map(_pairs_file, jobs))
 
 
 @dataclass
@@ -254,17 +281,24 @@ class Measured:
     damage: np.ndarray
 
 
-def _measure(pair: Pair) -> tuple[np.ndarray, bool]:
-    before = features_of(small_copy(Image.fromarray(pair.before)))
-    after = features_of(small_copy(Image.fromarray(pair.after)))
-    damage = damage_check(before.measures, after.measures, pair.task).worse
-    return change_vector(before, after), damage
+def _measure(path: Path) -> tuple[list[Pair], list[np.ndarray], list[bool]]:
+    """The judge's view of every pair in one file of the pairs folder; the pairs come back without their photos."""
+    pairs: list[Pair] = pickle.loads(path.read_bytes())
+    x, damage = [], []
+    for pair in pairs:
+        before = features_of(small_copy(Image.fromarray(pair.before)))
+        after = features_of(small_copy(Image.fromarray(pair.after)))
+        damage.append(damage_check(before.measures, after.measures, pair.task).worse)
+        x.append(change_vector(before, after))
+        pair.before = pair.after = np.zeros((0,), np.uint8)
+    return pairs, x, damage
 
 
-def measure_all(pairs: list[Pair]) -> Measured:
+def measure_all(files: list[Path]) -> Measured:
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(_measure, pairs, chunksize=64))
-    return Measured(pairs, np.array([r[0] for r in results]), np.array([r[1] for r in results]))
+        results = list(pool.map(_measure, files))
+    return Measured([p for r in results for p in r[0]], np.array([v for r in results for v in r[1]]),
+                    np.array([d for r in results for d in r[2]]))
 
 
 def fit(measured: Measured, keep: np.ndarray | None = None) -> dict:
@@ -334,25 +368,25 @@ def agreement(measured: Measured, calibrated: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="write assistant/judge_calibration.json")
-    parser.add_argument("--pairs", type=Path, help="keep the pairs in this file (a local pickle) and reuse it")
+    parser.add_argument("--pairs", type=Path, default=Path("judge-pairs"),
+                        help="keep the pairs in this folder (local pickles, one per photo view) and reuse them")
     parser.add_argument("--folds", type=int, default=5, help="folds of the cross-validation over photos")
     parser.add_argument("--extra-scenes", action="store_true",
                         help=f"also {', '.join(TEXTUAL_PHOTOS)} and the {', '.join(EXTRA_VARIANTS)} views")
-    parser.add_argument("--build-only", action="store_true", help="build (or extend) the pairs file and stop")
+    parser.add_argument("--scenes", type=Path, metavar="DIR",
+                        help="also the everyday scenes fetched by `python benchmarks/scenes.py fetch DIR`")
+    parser.add_argument("--build-only", action="store_true", help="build (or extend) the pairs folder and stop")
     args = parser.parse_args()
     started = time.perf_counter()
-    photos = photo_names(args.extra_scenes)
+    photos = photo_names(args.extra_scenes, args.scenes)
     variants = VARIANTS + EXTRA_VARIANTS if args.extra_scenes else VARIANTS
-    cached: list[Pair] = pickle.loads(args.pairs.read_bytes()) if args.pairs and args.pairs.is_file() else []
-    made = build(photos, 0, variants, frozenset((p.photo, p.variant) for p in cached))
-    if made and args.pairs:
-        args.pairs.write_bytes(pickle.dumps(cached + made))
-    pairs = [p for p in cached + made if p.photo in photos and p.variant in variants]
+    files = build(photos, 0, args.pairs, variants, args.scenes)
     if args.build_only:
-        print(f"{len(pairs)} pairs in {args.pairs} ({len(made)} new, {time.perf_counter() - started:.0f} s)")
+        print(f"{len(files)} photo views in {args.pairs} ({time.perf_counter() - started:.0f} s)")
         return
     built = time.perf_counter()
-    measured = measure_all(pairs)
+    measured = measure_all(files)
+    pairs = measured.pairs
     print(f"{len(pairs)} pairs from {len({p.photo for p in pairs})} photos (pairs {built - started:.0f} s, "
           f"features {time.perf_counter() - built:.0f} s)\n")
     print(f"{args.folds}-fold cross-validation over photos (each verdict from a model that never saw the photo):\n")

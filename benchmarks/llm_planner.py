@@ -26,7 +26,7 @@ from pathlib import Path
 
 from assistant.planning import load_planner
 from assistant.planning.plan import Plan
-from assistant.selector.data import load_instructions
+from assistant.selector.instructions import load_instructions
 
 EXTERNAL = Path(__file__).parent / "data" / "external_requests.jsonl"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from assistant.planning import load_planner
 from assistant.planning.policy import user_order
 from assistant.selector.clauses import joined_clauses
-from assistant.selector.data import load_instructions
+from assistant.selector.instructions import load_instructions
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from assistant.selector.data import load_instructions
+from assistant.selector.instructions import load_instructions
 from assistant.selector.model import Candidate, OfflineSelector
 
 TASKS = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face")

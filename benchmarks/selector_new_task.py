@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from assistant.selector.candidates import examples_of
-from assistant.selector.data import load_instructions, training_set
 from assistant.selector.evaluate import evaluate
+from assistant.selector.instructions import load_instructions, training_set
 from assistant.selector.model import Candidate, OfflineSelector
 from assistant.selector.train import SelectorTrainConfig, train_selector
 from registry.discover import BUILTIN_MANIFESTS

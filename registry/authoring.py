@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plugins.errors import FileInTheWay
 from registry.files import sha256_file
 from registry.manifest import MANIFEST_FILE, dump_manifest, validate_manifest
 
@@ -27,7 +28,7 @@ def init_manifest(folder: str | Path, overwrite: bool = False, **fields: Any) ->
     folder = Path(folder)
     target = folder / MANIFEST_FILE
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to write it again (e.g. after new weights)")
+        raise FileInTheWay(f"{target} exists; pass --overwrite to write it again (e.g. after new weights)")
     data: dict[str, Any] = {k: v for k, v in fields.items() if v not in (None, [], {})}
     settings_file = folder / SETTINGS_FILE
     if settings_file.is_file() and data.get("kind", "diffplugin") == "diffplugin":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plugins.errors import DiffPluginError
 
-class RegistryError(Exception):
+
+class RegistryError(DiffPluginError):
     """Base class: something about a plugin or the registry is wrong; nothing was changed."""
 
 

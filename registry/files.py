@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fnmatch
+import functools
 import hashlib
 import io
 import json
@@ -14,9 +15,10 @@ import stat
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from registry.errors import InstallRefused, RegistryWriteError
 
@@ -84,7 +86,7 @@ def check_safetensors(path: Path) -> None:
         raise InstallRefused(path, reason) from None
 
 
-class _Discard(io.TextIOBase):
+class _Discard(io.StringIO):
     def write(self, text: str) -> int:
         return len(text)
 
@@ -169,7 +171,9 @@ class _Budget:
             raise InstallRefused(self.archive, f"member '{name}' is oversized ({declared:,} bytes > "
                                                f"{self.limits.max_member_bytes:,})")
 
-    def extract(self, dest: Path, name: str, declared: int, is_dir: bool, opener) -> None:
+    def extract(
+        self, dest: Path, name: str, declared: int, is_dir: bool, opener: Callable[[], IO[bytes] | None]
+    ) -> None:
         """Check one member and write it under `dest` (folders are just created)."""
         member = _checked_name(self.archive, name)
         self.member(name, declared)
@@ -187,7 +191,7 @@ class _Budget:
         with source:
             self.copy(name, source, target)
 
-    def copy(self, name: str, source, target: Path) -> None:
+    def copy(self, name: str, source: IO[bytes], target: Path) -> None:
         written = 0
         with _writing(target):
             out = target.open("wb")
@@ -225,7 +229,7 @@ def _extract_zip(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
             for info in zf.infolist():
                 if stat.S_ISLNK(info.external_attr >> 16):
                     raise InstallRefused(archive, f"member '{info.filename}' is a symbolic link")
-                budget.extract(dest, info.filename, info.file_size, info.is_dir(), lambda i=info: zf.open(i))
+                budget.extract(dest, info.filename, info.file_size, info.is_dir(), functools.partial(zf.open, info))
     except RegistryWriteError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as err:
@@ -242,7 +246,7 @@ def _extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
                     raise InstallRefused(archive, f"member '{info.name}' is a link")
                 if not (info.isfile() or info.isdir()):
                     raise InstallRefused(archive, f"member '{info.name}' is a special file")
-                budget.extract(dest, info.name, info.size, info.isdir(), lambda i=info: tf.extractfile(i))
+                budget.extract(dest, info.name, info.size, info.isdir(), functools.partial(tf.extractfile, info))
     except RegistryWriteError:
         raise
     except (tarfile.TarError, OSError, EOFError) as err:

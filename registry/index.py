@@ -13,24 +13,33 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None: checked before every lock
 
+from plugins.atomic_files import write_atomic
+from plugins.errors import BadInput
+from plugins.progress import Progress, ProgressEvent
 from registry.manifest import PluginManifest
+
+if TYPE_CHECKING:  # chromadb takes seconds to import: only a search or a build loads it
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import Metadata
+    from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
 COLLECTION = "plugins"
 CURRENT_FILE = "current.json"
 _BUILD = "build-"
 _BATCH = 2048
-_clients: dict[str, object] = {}  # one chromadb client per folder and process (a second one raises)
+_clients: dict[str, ClientAPI] = {}  # one chromadb client per folder and process (a second one raises)
 
 
 @dataclass(frozen=True)
@@ -42,22 +51,22 @@ class SearchHit:
     score: float
     matched: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "name": self.name, "tasks": self.tasks,
                 "score": round(self.score, 4), "matched": self.matched}
 
 
 @functools.cache
-def embedding_function():
+def embedding_function() -> SentenceTransformerEmbeddingFunction:
     """MiniLM from site-packages, passed explicitly: chromadb's default would try to download a model.
     Loaded once per process."""
     from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
     from registry.embedding import minilm_path, quiet_transformers
 
-    quiet_transformers()
-    return SentenceTransformerEmbeddingFunction(model_name=str(minilm_path()), device="cpu",
-                                                normalize_embeddings=True)
+    with quiet_transformers():
+        return SentenceTransformerEmbeddingFunction(model_name=str(minilm_path()), device="cpu",
+                                                    normalize_embeddings=True)
 
 
 class SearchIndex:
@@ -69,11 +78,11 @@ class SearchIndex:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._collection = None
+        self._collection: Collection | None = None
         self._build: Path | None = None  # the build `_collection` belongs to
 
     # ------------------------------------------------------------------ plumbing
-    def _client(self, build: Path):
+    def _client(self, build: Path) -> ClientAPI:
         import chromadb
         from chromadb.config import Settings
 
@@ -86,7 +95,7 @@ class SearchIndex:
                                                                                    allow_reset=True))
         return _clients[key]
 
-    def _embedder(self):
+    def _embedder(self) -> SentenceTransformerEmbeddingFunction:
         return embedding_function()
 
     def _current(self) -> tuple[Path, str] | None:
@@ -107,24 +116,20 @@ class SearchIndex:
         if build is None:
             target.unlink(missing_ok=True)
             return
-        fd, tmp = tempfile.mkstemp(prefix=".current-", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"build": build.name, "signature": _digest(signature or "")}, f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, json.dumps({"build": build.name, "signature": _digest(signature or "")}).encode())
 
-    def _collection_of(self, build: Path):
+    def _collection_of(self, build: Path) -> Collection:
         if self._build != build or self._collection is None:
             self._collection = self._client(build).get_or_create_collection(
-                COLLECTION, embedding_function=self._embedder(), metadata={"hnsw:space": "cosine"}
+                COLLECTION,
+                # chromadb types its parameter for every input kind; this function takes text only
+                embedding_function=self._embedder(),  # type: ignore[arg-type]
+                metadata={"hnsw:space": "cosine"},
             )
             self._build = build
         return self._collection
 
-    def collection(self):
+    def collection(self) -> Collection | None:
         """The current build's collection (None when there is no build yet)."""
         current = self._current()
         return self._collection_of(current[0]) if current else None
@@ -156,7 +161,7 @@ class SearchIndex:
         return self.rebuild(manifests(), signature, if_stale=True)
 
     def rebuild(self, manifests: Sequence[PluginManifest], signature: str,
-                progress: Callable[[int, int], None] | None = None, if_stale: bool = False) -> bool:
+                progress: Progress | None = None, if_stale: bool = False) -> bool:
         """Build the index anew (with `if_stale`, only if no other process just did). True if built."""
         with self._lock(exclusive=True):
             if if_stale and self.built_for() == _digest(signature):
@@ -173,9 +178,11 @@ class SearchIndex:
             self._remove_old(keep=build)
         return True
 
-    def _fill(self, collection, manifests: Sequence[PluginManifest],
-              progress: Callable[[int, int], None] | None) -> None:
-        ids, texts, metadatas = [], [], []
+    def _fill(self, collection: Collection, manifests: Sequence[PluginManifest],
+              progress: Progress | None) -> None:
+        ids: list[str] = []
+        texts: list[str] = []
+        metadatas: list[Metadata] = []
         for m in manifests:
             for k, text in enumerate(m.search_texts()):
                 ids.append(f"{m.id}#{k}")
@@ -187,7 +194,7 @@ class SearchIndex:
             collection.add(ids=ids[start:stop], documents=texts[start:stop], metadatas=metadatas[start:stop],
                            embeddings=embed(texts[start:stop]))
             if progress:
-                progress(min(stop, len(ids)), len(ids))
+                progress(ProgressEvent("embed", min(stop, len(ids)), len(ids)))
 
     def _remove_old(self, keep: Path) -> None:
         """Delete every build but `keep`, and what older versions of the index left in its folder."""
@@ -228,17 +235,19 @@ class SearchIndex:
     def search(self, text: str, limit: int = 5) -> list[SearchHit]:
         """Best `limit` plugins for `text`: each plugin scores its best-matching text (cosine similarity)."""
         if not text.strip():
-            raise ValueError("search text is empty")
+            raise BadInput("search text is empty")
         with self._lock(exclusive=False):
             collection = self.collection()
             total = collection.count() if collection is not None else 0
-            if total == 0:
+            if collection is None or total == 0:
                 return []
             result = collection.query(query_texts=[text], n_results=min(total, max(limit * 10, 20)),
                                       include=["metadatas", "distances", "documents"])
+        metadatas, distances, documents = result["metadatas"], result["distances"], result["documents"]
+        # chromadb leaves out what `include` did not ask for; all three were asked for
+        assert metadatas is not None and distances is not None and documents is not None
         best: dict[str, SearchHit] = {}
-        for meta, distance, document in zip(result["metadatas"][0], result["distances"][0], result["documents"][0],
-                                            strict=True):
+        for meta, distance, document in zip(metadatas[0], distances[0], documents[0], strict=True):
             plugin = str(meta["plugin"])
             score = 1.0 - float(distance)
             if plugin not in best or score > best[plugin].score:
@@ -251,7 +260,7 @@ def _close(key: str) -> None:
     client = _clients.pop(key, None)
     if client is not None:
         with contextlib.suppress(Exception):
-            client.close()
+            client.close()  # type: ignore[attr-defined]  # chromadb's ClientAPI omits the client's close()
 
 
 def close_all() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -20,7 +20,7 @@ from registry.errors import ManifestError
 MANIFEST_FILE = "diffplugin.yaml"
 #: libyaml's safe loader where PyYAML was built with it (10x faster on many manifests), else the pure one.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION: Final = "1.0"
 #: Plugins of this project; no one else may publish under it.
 BUILTIN_NAMESPACE = "diffplugin"
 #: What a diffplugin-kind plugin's weights must include (the TaskPlugin folder layout).
@@ -248,7 +248,7 @@ def parse_manifest(text: str, source: str | Path = MANIFEST_FILE) -> PluginManif
     return validate_manifest(data, source)
 
 
-def validate_manifest(data: dict, source: str | Path = MANIFEST_FILE) -> PluginManifest:
+def validate_manifest(data: dict[str, Any], source: str | Path = MANIFEST_FILE) -> PluginManifest:
     """Validate manifest fields; a `ManifestError` names the file and the first field at fault."""
     try:
         return PluginManifest.model_validate(data)
@@ -284,5 +284,5 @@ def dump_manifest(manifest: PluginManifest) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def manifest_schema() -> dict:
+def manifest_schema() -> dict[str, Any]:
     return PluginManifest.model_json_schema()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from registry.discover import BUILTIN_CODE, BUILTIN_CODE_PACKAGE, PluginRecord
 from registry.errors import InstallRefused
@@ -23,8 +23,13 @@ from registry.store import PluginStatus, Registry
 
 if TYPE_CHECKING:
     import PIL.Image
+    import torch
 
     from plugins.diffplugin.plugin import TaskPlugin
+    from plugins.diffplugin.scb import SCBNet
+    from plugins.diffplugin.tpb import TPBNet
+
+_Branch = TypeVar("_Branch", "TPBNet", "SCBNet")
 
 
 @dataclass
@@ -58,16 +63,17 @@ def runnable_status(registry: Registry, plugin_id: str, version: str | None = No
 
 
 def load_plugin(registry: Registry, plugin_id: str, version: str | None = None,
-                dtype: Any = None) -> TaskPlugin | PythonPlugin:
+                dtype: torch.dtype | None = None) -> TaskPlugin | PythonPlugin:
     """Load a runnable plugin: a [`TaskPlugin`] for diffplugin plugins, a [`PythonPlugin`] for code plugins."""
     record = runnable_status(registry, plugin_id, version).active
     if record.manifest.kind == "diffplugin":
         return _load_task_plugin(registry, record, dtype)
     registry.verify(record)
+    assert record.manifest.python is not None  # the manifest refuses a python plugin without its section
     return PythonPlugin(record.manifest, _import_entry_point(record), dict(record.manifest.python.options))
 
 
-def _load_task_plugin(registry: Registry, record: PluginRecord, dtype: Any) -> TaskPlugin:
+def _load_task_plugin(registry: Registry, record: PluginRecord, dtype: torch.dtype | None) -> TaskPlugin:
     """Read each weight file once, check those very bytes against the manifest, and build the branches from
     them (no loader gets to pick other files, and nothing can change between the check and the load)."""
     from safetensors.torch import load as load_safetensors
@@ -79,8 +85,8 @@ def _load_task_plugin(registry: Registry, record: PluginRecord, dtype: Any) -> T
 
     manifest, folder = record.manifest, registry.weights_folder(record)
     expected = {w.path: (i, w.sha256) for i, w in enumerate(manifest.weights)}
-    branches = []
-    for weights_path, model_class in zip(DIFFPLUGIN_WEIGHTS, (TPBNet, SCBNet), strict=True):
+
+    def branch(weights_path: str, model_class: type[_Branch]) -> _Branch:
         path = folder / weights_path
         data = path.read_bytes()
         if weights_path in expected:
@@ -93,15 +99,20 @@ def _load_task_plugin(registry: Registry, record: PluginRecord, dtype: Any) -> T
         except Exception as err:
             raise InstallRefused(path, f"not a safetensors file ({err})") from None
         config = json.loads((path.parent / "config.json").read_text())
-        model = model_class.from_config(config)
+        model: _Branch = model_class.from_config(config)  # type: ignore[assignment]  # a tuple with unused kwargs
         model.load_state_dict(state, strict=True)
-        branches.append(model.to(dtype=dtype) if dtype is not None else model)
+        return model.to(dtype=dtype) if dtype is not None else model  # type: ignore[call-arg]  # see TaskPlugin.to
+
+    tpb_path, scb_path = DIFFPLUGIN_WEIGHTS
+    tpb, scb = branch(tpb_path, TPBNet), branch(scb_path, SCBNet)
+    assert manifest.diffplugin is not None  # the manifest refuses a diffplugin plugin without its section
     spec = manifest.diffplugin.model_dump(exclude={"base"})
-    return TaskPlugin(*branches, PluginSettings(task=manifest.tasks[0], **spec))
+    return TaskPlugin(tpb, scb, PluginSettings(task=manifest.tasks[0], **spec))
 
 
 def _import_entry_point(record: PluginRecord) -> Callable[..., Any]:
     manifest = record.manifest
+    assert manifest.python is not None  # only python plugins have an entry point
     module_name, _, attribute = manifest.python.entry_point.partition(":")
     try:
         if record.source == "installed":
@@ -110,7 +121,8 @@ def _import_entry_point(record: PluginRecord) -> Callable[..., Any]:
             module = _import_builtin(module_name)
         else:  # a pip-installed package: import it as installed
             module = importlib.import_module(module_name)
-        return getattr(module, attribute)
+        function: Callable[..., Any] = getattr(module, attribute)
+        return function
     except (ImportError, AttributeError, OSError) as err:
         raise InstallRefused(record.folder / MANIFEST_FILE, f"cannot load {manifest.python.entry_point}: {err}",
                              "python.entry_point") from None

@@ -23,15 +23,19 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks; one registry command at a time
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None: checked before every lock
 
 from packaging.version import Version
 from pydantic import BaseModel, Field
 
+from plugins.atomic_files import write_atomic
+from plugins.errors import BadInput
+from plugins.progress import Progress
 from registry.discover import DiscoverResult, PluginRecord, discover_entry_points, entry_point_signature
 from registry.errors import InstallRefused, PluginNotFound, RegistryError, RegistryWriteError
 from registry.files import (
@@ -53,6 +57,9 @@ from registry.manifest import (
     load_manifest,
     reserved_lookalike,
 )
+
+if TYPE_CHECKING:  # imported on first search: most commands never search
+    from registry.index import SearchHit, SearchIndex
 
 STATE_FILE = "state.json"
 STORE_FOLDER = "plugins"
@@ -98,7 +105,7 @@ class PluginStatus:
     def runnable(self) -> bool:
         return self.enabled and self.trusted and not self.problems
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         m = self.manifest
         return {
             "id": self.id, "version": m.version, "versions": self.versions, "name": m.name, "kind": m.kind,
@@ -155,7 +162,7 @@ class Registry:
         self._discovered: list[DiscoverResult] | None = None
         self._entry_point_signature: str | None = None
         self._damaged: list[str] = []
-        self._index = None
+        self._index: SearchIndex | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -166,25 +173,14 @@ class Registry:
         if not self.state_file.exists():
             return RegistryState()
         try:
-            return RegistryState.model_validate_json(self.state_file.read_text())
+            return RegistryState.model_validate_json(self.state_file.read_bytes())
         except (ValueError, OSError) as err:  # OSError: e.g. a folder in its place; trust must not reset silently
             reason = err.strerror if isinstance(err, OSError) else err
             raise RegistryError(f"{self.state_file}: damaged ({reason}); move it away to start afresh") from None
 
     def _save_state(self, state: RegistryState) -> None:
         state.generation += 1
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(state.model_dump_json(indent=2))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.state_file, state.model_dump_json(indent=2).encode(), durable=True)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -458,6 +454,7 @@ class Registry:
                     raise InstallRefused(record.folder / config, "missing (the TPB and SCB configs sit beside "
                                                                  "their weights)")
         if m.kind == "python":
+            assert m.python is not None  # the manifest refuses a python plugin without its section
             module = m.python.entry_point.split(":")[0].split(".")[0]
             if not ((record.folder / f"{module}.py").is_file() or (record.folder / module / "__init__.py").is_file()):
                 raise InstallRefused(manifest_file, f"module '{module}' is not in the plugin folder",
@@ -603,7 +600,7 @@ class Registry:
             marker = "no-state"
         return f"{marker}|{self._entry_point_signature}"
 
-    def index(self):
+    def index(self) -> SearchIndex:
         from registry.index import SearchIndex
 
         if self._index is None:
@@ -622,10 +619,10 @@ class Registry:
     def searchable(self) -> list[PluginManifest]:
         return [s.manifest for s in self.plugins() if s.enabled]
 
-    def search(self, text: str, limit: int = 5):
+    def search(self, text: str, limit: int = 5) -> list[SearchHit]:
         """Plugins ranked by how well their description, tasks and examples match `text`."""
         if not text.strip():
-            raise ValueError("search text is empty")
+            raise BadInput("search text is empty")
         index = self.index()
         index.ensure(self.signature(), self.searchable)
         try:
@@ -634,9 +631,9 @@ class Registry:
             index.rebuild(self.searchable(), self.signature())
             return index.search(text, limit)
 
-    def reindex(self, progress=None) -> int:
+    def reindex(self, progress: Progress | None = None) -> int:
         """Rebuild the search index from the manifests; returns the number of plugins indexed.
-        `progress(done, total)` follows the embedding of the texts."""
+        `progress` follows the embedding of the texts ('embed' events)."""
         manifests = self.searchable()
         self.index().rebuild(manifests, self.signature(), progress)
         return len(manifests)

@@ -396,6 +396,8 @@ def test_export_never_replaces_a_plan_file_beside_the_output(photo_file: Path, t
     from assistant.photo_output import OutputError
 
     session = new_session(photo_file)
+    session.add("exposure")
+    session.run()  # at version 0 there is nothing to export (tests/test_chat_feedback.py)
     output = tmp_path / "out.png"
     (tmp_path / "out.png.plan.yaml").write_text("mine\n")
     with pytest.raises(OutputError, match=r"out\.png\.plan\.yaml exists"):
@@ -403,7 +405,7 @@ def test_export_never_replaces_a_plan_file_beside_the_output(photo_file: Path, t
     assert not output.exists() and (tmp_path / "out.png.plan.yaml").read_text() == "mine\n"
     written, _ = session.export(output, overwrite=True)
     assert written == [output, tmp_path / "out.png.plan.yaml"]
-    assert Plan.load(written[1]).steps == []
+    assert [s.plugin for s in Plan.load(written[1]).steps] == ["diffplugin/exposure"]
 
 
 def test_messages_from_many_threads_keep_their_order_numbers(photo_file: Path) -> None:
@@ -433,3 +435,23 @@ def test_the_chat_says_what_the_judge_tried_and_dropped(photo_file: Path) -> Non
     assert "dehaze skipped: every try made the photo worse (diffplugin/dehaze-classic: worse" in text
     assert np.array_equal(np.asarray(session.image()), np.asarray(session.original()))
     assert [t["verdict"] for t in version.plan["dropped"][0]["tries"]] == ["worse", "worse", "worse"]
+
+
+def test_the_palette_offers_a_step_for_each_runnable_plugin(photo_file: Path) -> None:
+    """The command palette reads the registry off the UI thread when it opens and offers "Add step: ID" for
+    every runnable plugin, beside the chat's own actions."""
+    from assistant.chat.palette import ACTIONS, ChatCommands
+
+    session = new_session(photo_file)
+    runnable = [s.id for s in session.registry.plugins() if s.runnable]
+
+    async def scenario() -> list[str]:
+        app = ChatApp(session, renderer="halfcell")
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot, app.screen)
+            provider = ChatCommands(app.screen)
+            await provider.startup()
+            return [str(hit.text) async for hit in provider.discover()]
+
+    titles = asyncio.run(scenario())
+    assert runnable and [f"Add step: {plugin_id}" for plugin_id in runnable] == titles[len(ACTIONS):]

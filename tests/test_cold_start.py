@@ -22,7 +22,7 @@ from assistant.selector import load_selector
 from assistant.selector import model as model_module
 from assistant.selector import runtime as runtime_module
 from assistant.selector.cache import EmbeddingCache
-from assistant.selector.data import load_instructions
+from assistant.selector.instructions import load_instructions
 from assistant.selector.model import (
     ADAPTER_FOLDER,
     EXAMPLES_CACHE,

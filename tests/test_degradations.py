@@ -203,10 +203,10 @@ def clean_dir(tmp_path: Path, photo_image: Image.Image) -> Path:
 
 
 def test_make_paired_dataset_round_trips(clean_dir: Path, tmp_path: Path) -> None:
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[int, int | None]] = []
     out = tmp_path / "dataset"
     csv_path = make_paired_dataset(
-        clean_dir, out, ["rain", "jpeg"], seed=1, per_image=2, progress=lambda *a: calls.append(a)
+        clean_dir, out, ["rain", "jpeg"], seed=1, per_image=2, progress=lambda e: calls.append((e.done, e.total))
     )
     assert csv_path == out / "pairs.csv"
     assert calls == [(1, 2), (2, 2)]

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from assistant.executor import Cancelled, DiffusionSettings, Executor, ExecutorError, OutOfMemory, ProgressEvent
+from assistant.executor import Cancelled, DiffusionSettings, Executor, ExecutorError, OutOfMemory
+from plugins.progress import ProgressEvent
 from registry.errors import CannotHelp
 from registry.manifest import PluginManifest
 from registry.runtime import PythonPlugin

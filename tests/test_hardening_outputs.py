@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from assistant.cli import app
 from assistant.photo_output import plan_of, sidecar
 from assistant.planning import Plan
-from assistant.planning.plan import write_atomic
+from plugins.atomic_files import write_atomic
 
 runner = CliRunner()
 EDIT = ["--no-judge"]  # the built-in plugins, unjudged: the edit itself is not what these tests are about
@@ -54,6 +54,9 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def work(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
 
+    # First: batch's workers hold their own name for run_plan, and imported under the patch below they would keep
+    # the failing one for the tests that come after.
+    monkeypatch.setattr("assistant.workers.run_plan", work)
     monkeypatch.setattr("assistant.planning.load_planner", work)
     monkeypatch.setattr("assistant.planning.run_plan", work)
 

@@ -143,11 +143,69 @@ def test_bad_inputs_are_named(tiny_pipe, make_plugin, photo) -> None:
         run(tiny_pipe, photo, make_plugin(), chain_num_inference_steps=0)
 
 
-def test_step_callback_reports_progress(tiny_pipe, make_plugin, photo) -> None:
+def test_step_end_callback_follows_the_diffusers_contract(tiny_pipe, make_plugin, photo) -> None:
     events = []
+
+    def on_step_end(pipe, step, timestep, tensors):
+        events.append((pipe.plugin_index, step, pipe.num_timesteps, sorted(tensors), timestep.ndim))
+        return tensors
+
     run(tiny_pipe, photo, [make_plugin(), make_plugin("dehaze")], num_inference_steps=4,
-        callback=lambda pipe, info: events.append((info["plugin_index"], info["step"], info["num_steps"])))
-    assert events == [(0, i, 4) for i in range(4)] + [(1, i, 3) for i in range(3)]
+        callback_on_step_end=on_step_end)
+    assert events == [(0, i, 4, ["latents"], 0) for i in range(4)] + [(1, i, 3, ["latents"], 0) for i in range(3)]
+
+
+def test_interrupt_stops_after_the_step_that_set_it(tiny_pipe, make_plugin, photo) -> None:
+    steps = []
+
+    def stop_at_step_1(pipe, step, timestep, tensors):
+        steps.append((pipe.plugin_index, step))
+        if step == 1:
+            pipe._interrupt = True
+        return tensors
+
+    out = run(tiny_pipe, photo, [make_plugin(), make_plugin("dehaze")], num_inference_steps=4,
+              callback_on_step_end=stop_at_step_1).images[0]
+    assert steps == [(0, 0), (0, 1)]  # no later step, no later plugin
+    assert out.size == photo.size  # still decoded and returned
+    steps.clear()
+    run(tiny_pipe, photo, make_plugin(), num_inference_steps=3, callback_on_step_end=lambda p, i, t, k: k)
+    assert not tiny_pipe.interrupt  # the next call starts afresh
+
+
+def test_step_end_callback_can_replace_the_latents(tiny_pipe, make_plugin, photo) -> None:
+    plugin = make_plugin()
+    plain = run(tiny_pipe, photo, plugin, num_inference_steps=3, output_type="np").images
+    same = run(tiny_pipe, photo, plugin, num_inference_steps=3, output_type="np",
+               callback_on_step_end=lambda pipe, i, t, tensors: {"latents": tensors["latents"].clone()}).images
+    shifted = run(tiny_pipe, photo, plugin, num_inference_steps=3, output_type="np",
+                  callback_on_step_end=lambda pipe, i, t, tensors: {"latents": tensors["latents"] + 1.0}).images
+    np.testing.assert_array_equal(plain, same)
+    assert np.abs(plain - shifted).mean() > 0.01
+
+
+def test_unknown_step_end_tensor_inputs_are_refused(tiny_pipe, make_plugin, photo) -> None:
+    with pytest.raises(ValueError, match=r"must be among \['latents'\], got \['prompt_embeds'\]"):
+        run(tiny_pipe, photo, make_plugin(), callback_on_step_end=lambda p, i, t, k: k,
+            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
+
+
+def test_diffusers_pipeline_callback_objects_are_taken(tiny_pipe, make_plugin, photo) -> None:
+    """A `PipelineCallback` as diffusers' official ones are written: the cutoff step from `pipeline.num_timesteps`."""
+    from diffusers.callbacks import PipelineCallback
+
+    steps = []
+
+    class StopHalfway(PipelineCallback):
+        tensor_inputs = ("latents",)
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            steps.append(step_index)
+            pipeline._interrupt = step_index == int(pipeline.num_timesteps * self.config.cutoff_step_ratio)
+            return callback_kwargs
+
+    run(tiny_pipe, photo, make_plugin(), num_inference_steps=4, callback_on_step_end=StopHalfway(cutoff_step_ratio=0.5))
+    assert steps == [0, 1, 2]
 
 
 def test_residuals_reach_only_the_last_up_block(tiny_pipe, make_plugin) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,11 +14,13 @@ import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from plugins.diffplugin.errors import PullError
+from plugins.diffplugin.layout import SELECTOR_TEXT_FOLDER
 from plugins.diffplugin.pipeline import DiffPluginPipeline
 from plugins.diffplugin.plugin import TaskPlugin
-from plugins.diffplugin.pull import OFFICIAL_URL, SELECTOR_TEXT_FOLDER, download_official, pull
+from plugins.diffplugin.pull import OFFICIAL_URL, download_official, pull
 from plugins.diffplugin.selector import PaperSelector, SelectorHeads
 from plugins.diffplugin.tiny import make_tiny_text_encoder
+from plugins.progress import ProgressEvent
 from tests.official_format import randomize, write_official_selector, write_official_task
 
 
@@ -40,6 +45,26 @@ def test_offline_plugin_download_fails_with_instructions(tmp_path, no_network) -
     with pytest.raises(PullError, match=r"(?s)could not download .*derain/scb/config\.json.*--official DIR"):
         download_official(OFFICIAL_URL, ["derain"], tmp_path)
 
+
+
+def test_downloads_report_progress_per_file(tmp_path) -> None:
+    release = tmp_path / "release"
+    for name in ("derain/scb/config.json", "derain/scb/diffusion_pytorch_model.bin", "derain/tpb.pt",
+                 "plugin_selector/PromptTunner.pt"):
+        (release / name).parent.mkdir(parents=True, exist_ok=True)
+        (release / name).write_bytes(b"x" * 10)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(release))
+    events: list[ProgressEvent] = []
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            download_official(f"http://127.0.0.1:{server.server_port}", ["derain"], tmp_path / "out",
+                              progress=events.append)
+        finally:
+            server.shutdown()
+    assert [(e.kind, e.what, e.done, e.total) for e in events] == [
+        ("download", name, 10, 10) for name in ("derain/scb/config.json", "derain/scb/diffusion_pytorch_model.bin",
+                                                "derain/tpb.pt", "plugin_selector/PromptTunner.pt")]
 
 def test_pull_from_local_folders_gives_a_ready_models_folder(tmp_path, tiny_base_dir, tiny_pipe, photo) -> None:
     clone = tmp_path / "Diff-Plugin"  # laid out like a clone of the official repository

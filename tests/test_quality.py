@@ -18,9 +18,10 @@ import yaml
 from PIL import ImageEnhance, ImageFilter
 
 from assistant.quality import EXPECTED_CHANGES, JUDGED, Measures, Thresholds, Verdict, judge, measure
+from registry.tasks import OFFICIAL
 
 # The Diff-Plugin restoration tasks.
-RESTORATION_TASKS = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face")
+RESTORATION_TASKS = OFFICIAL
 UNKNOWN = "community-colourise"  # a task no entry names: judged on everything
 CAST_JUDGED = tuple(task for task in RESTORATION_TASKS if "colour_cast" not in EXPECTED_CHANGES[task])
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,25 @@ def test_reindex_and_empty_queries(registry) -> None:
     assert registry.reindex() == len([s for s in registry.plugins() if s.enabled])
     with pytest.raises(ValueError, match="empty"):
         registry.search("   ")
+
+
+def test_quieting_transformers_for_minilm_leaves_the_progress_bars_as_they_were() -> None:
+    """In a fresh interpreter without the suite's HF_HUB_DISABLE_PROGRESS_BARS: the switch is one for the whole
+    process, so a download or a model loaded after a search must find its bar on again, and off if it was off."""
+    script = """
+from huggingface_hub.utils.tqdm import are_progress_bars_disabled
+from transformers.utils import logging
+from registry.embedding import quiet_transformers
+
+with quiet_transformers():
+    assert not logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+assert logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+logging.disable_progress_bar()
+with quiet_transformers():
+    pass
+assert not logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr

@@ -4,12 +4,13 @@ never seen; its evaluation on the validation split it was never trained on."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from assistant.selector.clauses import split_clauses
-from assistant.selector.data import DATASET, load_instructions, training_set
 from assistant.selector.evaluate import evaluate
+from assistant.selector.instructions import DATASET, load_instructions, training_set
 from assistant.selector.model import WEIGHTS, Candidate, OfflineSelector, SupportBank
 
 TASKS = ("derain", "desnow", "dehaze", "deblur", "demoire", "highlight", "lowlight", "face")
@@ -28,6 +29,21 @@ def test_clauses_keep_the_order_the_user_named_things_in() -> None:
     assert split_clauses("remove the rain, then brighten it") == ["remove the rain", "brighten it"]
     assert split_clauses("brighten it, but first get rid of the fog") == ["brighten it", "get rid of the fog"]
     assert split_clauses("derain") == ["derain"]
+
+
+def test_hurried_joiners_split_too() -> None:
+    assert split_clauses("pls remvoe teh fogg adn make it brigther") == ["pls remvoe teh fogg", "make it brigther"]
+    assert split_clauses("remove rain & brighten") == ["remove rain", "brighten"]
+    assert split_clauses("derain tehn fix the colours") == ["derain", "fix the colours"]
+    assert split_clauses("the band played in the sand") == ["the band played in the sand"]  # words, not parts
+
+
+def test_a_typo_ridden_compound_request_keeps_both_tasks(tmp_path: Path) -> None:
+    """Issue 15: "adn" once hid the brightening, and the photo came out darker."""
+    from assistant.selector import load_selector
+
+    selection = load_selector(tmp_path / "reg").select("pls remvoe teh fogg adn make it brigther, its to dakr")
+    assert set(selection.tasks) == {"dehaze", "lowlight"}
 
 
 @pytest.mark.parametrize(("text", "tasks"), [

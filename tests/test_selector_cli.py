@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from assistant.selector.data import Instruction
 from assistant.selector.encoder import encode, load_encoder
-from assistant.selector.model import Candidate, OfflineSelector
+from assistant.selector.instructions import Instruction
+from assistant.selector.model import Candidate, OfflineSelector, SupportBank
 from assistant.selector.train import SelectorTrainConfig, train_selector
 from tests.plugin_folders import diffplugin_folder
 
@@ -88,6 +88,32 @@ def test_training_is_deterministic_and_loads(tmp_path: Path) -> None:
         "all-MiniLM-L6-v2"
     loaded = OfflineSelector.load([Candidate("diffplugin/derain", "derain", ())], first)
     assert loaded.select("remove the rain").tasks == ["derain"]
+
+
+def test_the_examples_can_be_more_than_the_training_requests(tmp_path: Path) -> None:
+    extra = [Instruction("the pic is all speckly with rain, fix", ("derain",), "single", "train")]
+    folder = train_selector(SelectorTrainConfig(steps=1, per_task=2, per_null=2), _few_rows(), tmp_path / "a",
+                            examples=_few_rows() + extra)
+    bank = SupportBank.load(folder)
+    assert extra[0].text in bank.texts
+    record = json.loads((folder / "selector.json").read_text())
+    assert record["training"]["requests"] == len(_few_rows())
+    assert record["training"]["bank_requests"] == len(_few_rows()) + 1
+    assert record["training"]["bank_data_sha256"] != record["training"]["data_sha256"]
+    assert record["k"] == SelectorTrainConfig().select_k and record["null_bias"] == SelectorTrainConfig().null_bias
+
+
+def test_the_shipped_selector_records_the_shipped_data() -> None:
+    """The weights were made from the files that ship: editing one without retraining (or rebuilding the bank)
+    fails here."""
+    from assistant.selector.instructions import EXAMPLE_FILES, training_set
+    from assistant.selector.model import WEIGHTS
+    from assistant.selector.train import _sha256
+
+    record = json.loads((WEIGHTS / "selector.json").read_text())["training"]
+    assert record["data_sha256"] == _sha256(training_set())
+    assert record["bank_data_sha256"] == _sha256(training_set(EXAMPLE_FILES))
+    assert len(SupportBank.load(WEIGHTS).texts) == record["bank_clauses"]
 
 
 def test_training_for_ten_steps_runs_and_records_how_to_reproduce_it(tmp_path: Path) -> None:

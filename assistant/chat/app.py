@@ -12,6 +12,7 @@ from textual.binding import Binding, BindingType
 from assistant.chat.chat_screen import ChatScreen
 from assistant.chat.palette import ChatCommands
 from assistant.chat.session import ChatSession
+from plugins.errors import BadInput
 
 
 def keymap_file() -> Path:
@@ -27,16 +28,40 @@ def load_keymap() -> dict[str, str]:
     path = keymap_file()
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise BadInput(f"{path}: not YAML ({str(err).splitlines()[0]}); expected lines like `chat.undo: f9`") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path}: expected lines like `chat.undo: f9` (binding id: keys)")
+        raise BadInput(f"{path}: expected lines like `chat.undo: f9` (binding id: keys)")
     return data
 
 
-def system_viewer(path: Path) -> None:
-    import click
+class NoViewer(OSError):
+    """This system has no image viewer to show a photo in: no display, or nothing that opens images."""
 
-    click.launch(str(path))
+
+def system_viewer(path: Path) -> None:
+    """Open `path` in the system's image viewer; `NoViewer` where there is none (over SSH, in a container)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if sys.platform == "darwin" or sys.platform.startswith("win"):  # these always have one
+        import click
+
+        if click.launch(str(path)) != 0:
+            raise NoViewer("the system could not open it")
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise NoViewer("no display")
+    opener = shutil.which("xdg-open")
+    if opener is None:
+        raise NoViewer("xdg-open is not installed")
+    # Quiet, or its complaints would be drawn over the chat; its own session, so the viewer outlives the chat.
+    subprocess.Popen([opener, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 class ChatApp(App[None]):
@@ -68,7 +93,5 @@ class ChatApp(App[None]):
             self.action_show_help_panel()
 
     def open_in_viewer(self, path: Path) -> None:
-        try:
-            self.viewer(path)
-        except OSError as err:
-            self.notify(f"could not open a viewer: {err}", severity="error", markup=False)
+        """Show `path` in the viewer; `NoViewer` (or another `OSError`) when it cannot, for the chat to say."""
+        self.viewer(path)

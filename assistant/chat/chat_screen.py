@@ -4,26 +4,43 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Footer, Header, Input, Label
 
 from assistant.chat.modals import TextModal
 from assistant.chat.session import YES, ChatError, ChatSession, describe_step
 from assistant.chat.slash import Slash, SlashError, help_text, parse
 from assistant.chat.widgets import EditProgress, MessageLog, PlanTable, Preview
+from assistant.error_report import debug_enabled, describe
 
 #: Every failure of an action (a bad photo, a refused plugin, an unreachable LLM, the GPU out of memory, a
-#: plugin's own bug) becomes a message in the chat: the app never crashes on one.
+#: plugin's own bug) becomes a message in the chat: the app never crashes on one. `error` tells the user's from
+#: a bug (assistant/error_report.py), as the CLI does.
 SHOWN_ERRORS = (Exception,)
+
+#: What shows, with a moving indicator, from a request until its answer (the first one also waits for the planner).
+PLANNING = "planning…"
+LOADING_PLANNER = "loading the planner (the first time takes a few seconds), then planning…"
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from assistant.chat.app import ChatApp
+    from assistant.chat.store import Version
+    from assistant.planning import Plan
 
 
 class ChatScreen(Screen[None]):
+    if TYPE_CHECKING:  # the app this screen runs in (Textual types it as any App)
+        app: ChatApp
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "run_plan", "Run plan", id="chat.run"),
         Binding("escape", "cancel", "Cancel run", id="chat.cancel"),
@@ -40,6 +57,7 @@ class ChatScreen(Screen[None]):
         self.renderer = renderer
         self.cancel_event: threading.Event | None = None
         self.planner_ready = threading.Event()
+        self.requests = 0  # requests sent so far: "planning…" shows until the last one is answered
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -57,6 +75,8 @@ class ChatScreen(Screen[None]):
         log = self.query_one(MessageLog)
         for message in self.session.messages():
             log.add(message.role, message.text)
+        if self.session.notice:
+            log.add("assistant", self.session.notice)
         if not self.session.messages():
             log.add("assistant", "Hello! Open a photo with /open PATH, then tell me what to fix.")
         self.query_one(EditProgress).stop()
@@ -72,8 +92,17 @@ class ChatScreen(Screen[None]):
             self.session.say(role, text)
         self.query_one(MessageLog).add(role, text)
 
-    def error(self, err: BaseException | str) -> None:
-        self.say("error", f"error: {err}", persist=True)
+    def error(self, err: BaseException | str, doing: str = "") -> None:
+        """`err` in the conversation: a user error as its message, a bug as a notice with the log's path (and,
+        with --debug, the traceback); `doing` says what failed ("could not load the planner")."""
+        if isinstance(err, str):
+            self.say("error", f"error: {err}", persist=True)
+            return
+        failure = describe(err)
+        text = f"{doing}: {failure.text()}" if doing else failure.text()
+        self.say("error", text if failure.internal else f"error: {text}", persist=True)
+        if failure.details and debug_enabled():
+            self.say("error", failure.details.rstrip())
 
     def refresh_plan(self) -> None:
         self.query_one(PlanTable).show(self.session.pending)
@@ -113,7 +142,9 @@ class ChatScreen(Screen[None]):
             self.action_run_plan()
         else:
             self.say("user", text)
-            self.propose(text)
+            self.requests += 1
+            self.query_one(MessageLog).wait(PLANNING if self.planner_ready.is_set() else LOADING_PLANNER)
+            self.propose(text, self.requests)
 
     def slash(self, command: Slash) -> None:
         name, args = command.name, command.args
@@ -153,7 +184,7 @@ class ChatScreen(Screen[None]):
         except SHOWN_ERRORS as err:
             self.error(err)
 
-    def _changed(self, plan: Any) -> None:
+    def _changed(self, plan: Plan | None) -> None:
         self.refresh_plan()
         steps = plan.steps if plan is not None and self.session.pending is not None else []
         self.say("assistant", "Plan now:\n" + "\n".join(describe_step(i, s) for i, s in enumerate(steps, 1))
@@ -166,7 +197,9 @@ class ChatScreen(Screen[None]):
         elif event.action == "remove":
             self.slash(Slash("remove", [str(event.number)]))
         else:
-            step = self.session.pending.steps[event.number - 1]
+            pending = self.session.pending
+            assert pending is not None  # the table shows the pending plan's steps
+            step = pending.steps[event.number - 1]
             current = " ".join(f"{k}={v}" for k, v in step.params.items())
 
             def apply(answer: str | None) -> None:
@@ -195,20 +228,32 @@ class ChatScreen(Screen[None]):
                 self.session.planner = load_planner(self.session.registry.root, None)
         except SHOWN_ERRORS as err:
             self.session.planner_error = str(err)
-            self.app.call_from_thread(self.error, f"could not load the planner: {err}")
+            self.app.call_from_thread(self.error, err, "could not load the planner")
         finally:
             self.planner_ready.set()
 
     @work(thread=True, exclusive=True, group="plan")
-    def propose(self, request: str) -> None:
-        self.planner_ready.wait(timeout=300)  # the first request may come while the selector still loads
+    def propose(self, request: str, number: int) -> None:
+        if not self.planner_ready.is_set():  # the first request may come while the selector still loads
+            self.planner_ready.wait(timeout=300)
+            self.app.call_from_thread(lambda: self.query_one(MessageLog).wait(PLANNING))
         try:
             reply = self.session.propose(request)
         except SHOWN_ERRORS as err:
-            self.app.call_from_thread(self.error, err)
+            self.app.call_from_thread(self._replied, number, err)
             return
-        self.app.call_from_thread(self.say, "assistant", reply.text)
-        self.app.call_from_thread(self.refresh_plan)
+        self.app.call_from_thread(self._replied, number, reply.text)
+
+    def _replied(self, number: int, answer: str | BaseException) -> None:
+        """The answer to request `number`, in place of "planning…" when it is the last one sent (a request sent
+        meanwhile replaced the one before: only its answer is sure to come)."""
+        if number == self.requests:
+            self.query_one(MessageLog).stop_waiting()
+        if isinstance(answer, str):
+            self.say("assistant", answer)
+            self.refresh_plan()
+        else:
+            self.error(answer)
 
     def action_run_plan(self) -> None:
         if self.session.pending is None:
@@ -246,7 +291,7 @@ class ChatScreen(Screen[None]):
     def action_cancel(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-            self.query_one("#progress-label").update("cancelling after this step…")
+            self.query_one("#progress-label", Label).update("cancelling after this step…")
 
     # ------------------------------------------------------------------ history, files, plugins
     def action_undo(self) -> None:
@@ -255,7 +300,7 @@ class ChatScreen(Screen[None]):
     def action_redo(self) -> None:
         self._history(self.session.redo)
 
-    def _history(self, move: Any) -> None:
+    def _history(self, move: Callable[[], tuple[Version, str]]) -> None:
         if self.cancel_event is not None:
             self.error("wait for the running edit (or cancel it with escape)")
             return
@@ -290,7 +335,16 @@ class ChatScreen(Screen[None]):
         if current is None:
             self.error("no photo yet: /open PATH")
             return
-        self.app.open_in_viewer(current.file)
+        from assistant.chat.app import NoViewer
+
+        try:
+            self.app.open_in_viewer(current.file)
+        except NoViewer as err:
+            self.error(f"no image viewer found ({err}); the photo is at {current.file}")
+        except OSError as err:
+            self.error(f"could not open an image viewer ({err}); the photo is at {current.file}")
+        else:
+            self.say("assistant", f"Opened version {current.index} in the image viewer: {current.file}")
 
     def action_plugins(self) -> None:
         from assistant.chat.plugins_screen import PluginsScreen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -24,7 +25,7 @@ class ChatCommands(Provider):
     async def startup(self) -> None:
         screen = self.screen
         registry = getattr(getattr(screen, "session", None), "registry", None)
-        plugins = await self.app.run_in_thread(registry.plugins) if registry is not None else []
+        plugins = await asyncio.to_thread(registry.plugins) if registry is not None else []
         # The palette reads markup in help texts: a manifest's brackets are escaped to show as they are.
         self.plugins = [(s.id, ", ".join(s.manifest.tasks), printable(s.manifest.name).replace("[", "\\["))
                         for s in plugins if s.runnable]

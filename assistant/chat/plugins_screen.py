@@ -4,7 +4,7 @@ manifest, install (from a folder, an archive or an index), enable and disable.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import yaml
 from rich.text import Text
@@ -12,11 +12,23 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from assistant.chat.modals import ConfirmModal
 from assistant.cli_common import printable
+from assistant.error_report import explained
+from assistant.plugin_status import state_word
+
+if TYPE_CHECKING:
+    from plugins.progress import ProgressEvent
+    from registry.community.hub import CommunityIndexes
+    from registry.community.resolve import Usable
+    from registry.store import InstallResult, PluginStatus, Registry
+
+    #: A row of the list: an installed plugin or one an index offers, and its search score.
+    Row = tuple[PluginStatus | Usable, float | None]
 from registry.community.ids import looks_like_id
 
 #: Row keys of plugins an index offers (not installed): this prefix and the plugin id.
@@ -32,12 +44,12 @@ class PluginsScreen(Screen[bool]):
         Binding("f4", "install_selected", "Install from index", id="plugins.install-indexed"),
     ]
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Registry) -> None:
         super().__init__()
         self.registry = registry
         self.changed = False
-        self.offered: dict[str, Any] = {}  # plugin id -> the index entry an install by id takes
-        self._indexes = None
+        self.offered: dict[str, Usable] = {}  # plugin id -> the index entry an install by id takes
+        self._indexes: CommunityIndexes | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -58,7 +70,7 @@ class PluginsScreen(Screen[bool]):
         self.query_one("#plugins", DataTable).add_columns("id", "version", "kind", "state", "tasks", "score")
         self.show_all()
 
-    def indexes(self) -> Any:
+    def indexes(self) -> CommunityIndexes:
         if self._indexes is None:
             from assistant.index_cli import open_indexes
 
@@ -75,36 +87,37 @@ class PluginsScreen(Screen[bool]):
         try:
             offered, problems = self.indexes().offered()
         except Exception as err:  # a damaged index list: say so, keep the installed plugins listed
-            self.app.call_from_thread(self.status, f"indexes: {err}")
+            self.app.call_from_thread(self.status, f"indexes: {explained(err)}")
             return
         installed = {s.id for s in self.registry.plugins()}
-        rows = [(usable, None) for pid, usable in sorted(offered.items()) if pid not in installed]
+        rows: list[Row] = [(usable, None) for pid, usable in sorted(offered.items()) if pid not in installed]
         self.app.call_from_thread(self._add_offered, offered, rows, problems)
 
-    def _add_offered(self, offered: dict[str, Any], rows: list[tuple[Any, float | None]], problems: list[str]) -> None:
+    def _add_offered(self, offered: dict[str, Usable], rows: list[Row], problems: list[str]) -> None:
         self.offered = offered
         self._fill(rows, clear=False)
         if problems:
             self.status("; ".join(problems))
 
-    def _fill(self, rows: list[tuple[Any, float | None]], clear: bool = True) -> None:
+    def _fill(self, rows: list[Row], clear: bool = True) -> None:
+        from registry.community.resolve import Usable
+
         table = self.query_one("#plugins", DataTable)
         if clear:
             table.clear()
         for item, score in rows:
-            if hasattr(item, "entry"):  # offered by an index, not installed
+            if isinstance(item, Usable):  # offered by an index, not installed
                 m = item.entry.manifest
                 key, version, state = f"{INDEXED}{m.id}", m.version, f"index:{item.source.name}"
             else:
                 m, key, version = item.manifest, item.id, item.active.version
-                state = "ready" if item.runnable else ("disabled" if not item.enabled else
-                                                       "needs trust" if not item.trusted else "problem")
+                state = state_word(item)  # the words of `diffplugin plugins list`
             cells = (m.id, version, m.kind, state, ", ".join(m.tasks), "" if score is None else f"{score:.2f}")
             # Text cells: a table reads markup in plain strings, and a manifest's "[/bold]" would stop the screen.
             table.add_row(*(Text(printable(cell)) for cell in cells), key=key)
         if clear and table.row_count:
             table.move_cursor(row=0)
-            self._show_manifest(str(table.coordinate_to_cell_key((0, 0)).row_key.value))
+            self._show_manifest(str(table.coordinate_to_cell_key(Coordinate(0, 0)).row_key.value))
 
     def status(self, text: str) -> None:
         self.query_one("#plugin-status", Label).update(text)
@@ -121,9 +134,10 @@ class PluginsScreen(Screen[bool]):
     def _search(self, text: str) -> None:
         try:
             found, _ = self.indexes().search(self.registry, text, limit=10)
-            rows = [(self.registry.get(f.id) if f.usable is None else f.usable, f.hit.score) for f in found]
+            rows: list[Row] = [(self.registry.get(f.id) if f.usable is None else f.usable, f.hit.score)
+                               for f in found]
         except Exception as err:  # the index or the model failed: say so in the screen, do not crash
-            self.app.call_from_thread(self.status, f"search failed: {err}")
+            self.app.call_from_thread(self.status, f"search failed: {explained(err)}")
             return
         self.app.call_from_thread(self._fill, rows)
         self.app.call_from_thread(self.status, f"{len(rows)} match(es) for {text!r}")
@@ -163,7 +177,7 @@ class PluginsScreen(Screen[bool]):
         table = self.query_one("#plugins", DataTable)
         if not table.row_count:
             return None
-        return str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+        return str(table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value)
 
     def action_toggle_enabled(self) -> None:
         plugin_id = self.selected()
@@ -181,7 +195,7 @@ class PluginsScreen(Screen[bool]):
                 self.registry.enable(plugin_id)
                 self.status(f"enabled {plugin_id}")
         except Exception as err:
-            self.status(f"error: {err}")
+            self.status(f"error: {explained(err)}")
             return
         self.changed = True
         self.show_all()
@@ -204,7 +218,7 @@ class PluginsScreen(Screen[bool]):
         try:
             manifest, _ = self.registry.validate(source)
         except Exception as err:
-            self.status(f"cannot install {source}: {err}")
+            self.status(f"cannot install {source}: {explained(err)}")
             return
         # A plugin that would serve a task another plugin serves now is asked about, as code is.
         takes_over = [f"{task}: it may be used instead of {', '.join(others)}."
@@ -227,7 +241,7 @@ class PluginsScreen(Screen[bool]):
         try:
             result = self.registry.install(source, trust=trust)
         except Exception as err:
-            self.status(f"cannot install {source}: {err}")
+            self.status(f"cannot install {source}: {explained(err)}")
             return
         self._installed(result, [])
 
@@ -243,7 +257,7 @@ class PluginsScreen(Screen[bool]):
         try:
             usable, warnings = self.indexes().resolve(ref)
         except Exception as err:
-            self.status(f"cannot install {ref}: {err}")
+            self.status(f"cannot install {ref}: {explained(err)}")
             return
         entry, manifest = usable.entry, usable.entry.manifest
         publisher = (f"published by {entry.publisher.name}, signed" if entry.signature else "unsigned") \
@@ -258,23 +272,29 @@ class PluginsScreen(Screen[bool]):
                   for task, others in self.registry.served_by_others(manifest).items()]
         lines.append("Download, trust and install it?" if trust else "Download and install it?")
         exact = f"{manifest.id}@{manifest.version}"
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._install_indexed(exact, trust)
+            else:
+                self.status("not installed")
+
         self.app.push_screen(ConfirmModal("\n".join(lines), yes="Trust and install" if trust else "Install",
-                                          no="Cancel"),
-                             lambda yes: self._install_indexed(exact, trust) if yes else self.status("not installed"))
+                                          no="Cancel"), answered)
 
     @work(thread=True, exclusive=True, group="install")
     def _install_indexed(self, ref: str, trust: bool) -> None:
-        def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self.status, f"downloading {ref}: {done * 100 // max(total, 1)}%")
+        def progress(event: ProgressEvent) -> None:
+            percent = event.done * 100 // max(event.total or 0, 1)
+            self.app.call_from_thread(self.status, f"downloading {ref}: {percent}%")
 
         try:
             installed = self.indexes().install(self.registry, ref, trust=trust, progress=progress)
         except Exception as err:
-            self.app.call_from_thread(self.status, f"cannot install {ref}: {err}")
+            self.app.call_from_thread(self.status, f"cannot install {ref}: {explained(err)}")
             return
         self.app.call_from_thread(self._installed, installed.result, installed.warnings)
 
-    def _installed(self, result: Any, warnings: list[str]) -> None:
+    def _installed(self, result: InstallResult, warnings: list[str]) -> None:
         self.changed = True
         notes = "".join(f"; warning: {w}" for w in [*warnings, *result.warnings])
         self.status(f"installed {result.record.manifest.id} {result.record.manifest.version}{notes}")

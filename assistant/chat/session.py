@@ -12,12 +12,20 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import PIL.Image
 
 from assistant.chat.store import Conversation, ConversationStore, Message, Version
 from assistant.planning import Plan, Step
+from plugins.errors import DiffPluginError
+from registry.tasks import TASKS
+
+if TYPE_CHECKING:  # the executor and the planners load on first use (the selector takes seconds)
+    from assistant.executor import Executor
+    from assistant.planning.planner import Planner, RequestPlanner
+    from plugins.progress import Progress
+    from registry.store import Registry
 
 #: Replies that mean "run the plan you proposed".
 YES = re.compile(r"^\s*(y|yes|yep|sure|ok|okay|go|go ahead|do it|run|run it|apply|apply it|please do)\W*$", re.I)
@@ -30,25 +38,12 @@ _AROUND = frozenset({
     "just", "for", "now",
 })
 
-#: How the chat names what the detector saw and offers to do about it, per task; others are named by their task.
-SEEN: dict[str, tuple[str, str]] = {
-    "dehaze": ("haze", "remove the haze"),
-    "lowlight": ("low light", "brighten it"),
-    "deblur": ("blur", "sharpen it"),
-    "denoise": ("noise", "remove the noise"),
-    "derain": ("rain", "remove the rain"),
-    "desnow": ("snow", "remove the snow"),
-    "demoire": ("moire patterns", "remove the moire"),
-    "highlight": ("glare", "tone down the glare"),
-    "face": ("a degraded face", "restore the face"),
-    "saturation": ("dull colours", "make the colours more vivid"),
-    "contrast": ("flat contrast", "add contrast"),
-    "exposure": ("a badly exposed photo", "correct the exposure"),
-    "white-balance": ("a colour cast", "fix the white balance"),
-}
+#: How the chat names what the detector saw and offers to do about it, per catalogue task that has the words;
+#: others are named by their task.
+SEEN: dict[str, tuple[str, str]] = {task.id: (task.seen, task.offer) for task in TASKS.values() if task.seen}
 
 
-class ChatError(ValueError):
+class ChatError(DiffPluginError, ValueError):
     """Something the user asked that cannot be done now, said in one line."""
 
 
@@ -75,10 +70,11 @@ class Question:
 class ChatSession:
     store: ConversationStore
     conversation: Conversation
-    registry: Any
-    planner: Any = None  # loaded lazily: the selector takes seconds to load
+    registry: Registry
+    planner: RequestPlanner | None = None  # loaded lazily: the selector takes seconds to load
     planner_error: str | None = None  # why the planner could not load, if it could not
-    executor: Any = None
+    notice: str | None = None  # said first when the chat opens, and not kept (e.g. why this conversation is new)
+    executor: Executor | None = None
     _pending: Plan | None = None
     _question: Question | None = None  # asked and not answered yet (not kept when the chat closes)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -99,7 +95,7 @@ class ChatSession:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def start(cls, store: ConversationStore, registry: Any, photo: Path | None = None) -> ChatSession:
+    def start(cls, store: ConversationStore, registry: Registry, photo: Path | None = None) -> ChatSession:
         conversation = store.create(photo.name if photo else "new conversation", photo)
         session = cls(store, conversation, registry)
         if photo is not None:
@@ -107,7 +103,7 @@ class ChatSession:
         return session
 
     @classmethod
-    def resume(cls, store: ConversationStore, registry: Any, conversation: str) -> ChatSession:
+    def resume(cls, store: ConversationStore, registry: Registry, conversation: str) -> ChatSession:
         return cls(store, store.get(conversation), registry)
 
     def open_photo(self, photo: Path) -> tuple[Version, str]:
@@ -213,7 +209,7 @@ class ChatSession:
         seen = plan if plan.source == "detector" else _deterministic(self.planner).from_photo(plan.request or "",
                                                                                                 image)
         sure = [s for s in plan.steps if plan.source != "detector" and s not in unsure]
-        options = []
+        options: list[Step] = []
         for step in [*seen.steps, *unsure]:
             if all(step.task != other.task for other in [*sure, *options]):
                 options.append(step)
@@ -251,6 +247,7 @@ class ChatSession:
                 self.pending = None
                 return Reply("OK, I'll leave the photo as it is. Tell me whenever you want something changed.")
             return self._proposal(self._chosen(request, question.sure))
+        assert self.planner is not None  # it asked the question
         plan = self.planner.plan(answer, image)
         if not question.sure:
             return self._proposal(plan)
@@ -309,9 +306,11 @@ class ChatSession:
         return plan
 
     def set_param(self, number: int, key: str, value: str) -> Plan:
-        """Set a step's option; numbers and true/false are parsed, the rest stays text."""
+        """Set a step's option; numbers and true/false are parsed, the rest stays text. An option the step's
+        plugin does not take, or a value of another type than its default's, is refused here, not by the run."""
         import yaml
 
+        from assistant.chat.options import checked, option_types
         from assistant.planning.plan import load_yaml
 
         plan = self._plan()
@@ -323,12 +322,14 @@ class ChatSession:
             raise ChatError(f"{key}: {str(err).splitlines()[0][:200]}") from None
         if isinstance(parsed, dict | list):
             raise ChatError(f"{key}: an option is a number, true/false or text")
-        plan.steps[self._step_index(number)].params[key] = parsed
+        step = plan.steps[self._step_index(number)]
+        step.params[key] = checked(option_types(self.registry, step.plugin), f"step {number} ({step.plugin})",
+                                   key, value, parsed)
         self.pending = plan
         return plan
 
     # ------------------------------------------------------------------ running
-    def run(self, progress: Any = None, cancel: threading.Event | None = None) -> tuple[Version, str]:
+    def run(self, progress: Progress | None = None, cancel: threading.Event | None = None) -> tuple[Version, str]:
         """Run the pending plan on the current photo; the result becomes the next version. The plan is copied
         first, so changes made while it runs (a new request, /move) neither affect this run nor get lost."""
         from assistant.executor import Executor
@@ -366,6 +367,7 @@ class ChatSession:
             raise ChatError("nothing to undo")
         self.store.set_current(self.id, current - 1)
         version = self.current()
+        assert version is not None  # the index just set is in the history
         text = f"Undone: back to version {version.index} ({version.label})."
         self.say("assistant", text)
         return version, text
@@ -376,6 +378,7 @@ class ChatSession:
             raise ChatError("nothing to redo")
         self.store.set_current(self.id, current + 1)
         version = self.current()
+        assert version is not None  # the index just set is in the history
         text = f"Redone: version {version.index} ({version.label})."
         self.say("assistant", text)
         return version, text
@@ -394,10 +397,16 @@ class ChatSession:
         return Plan(request="; then ".join(requests) or None, steps=steps, source="user", order="user")
 
     def export(self, output: Path, overwrite: bool = False) -> tuple[list[Path], str]:
-        """Write the current version and the plan that replays it from the original (a .plan.yaml beside it)."""
+        """Write the current version and the plan that replays it from the original (a .plan.yaml beside it).
+        Refused at version 0: a copy of the photo as it was opened, named as edited, would only mislead."""
         from assistant.photo_output import check_output, save_result
 
         original = self.refresh().photo
+        current = self.current()
+        if current is not None and current.index == 0:
+            undone = " (ctrl+y redoes the edit you undid)" if len(self.versions()) > 1 else ""
+            raise ChatError(f"nothing edited yet, so nothing was saved: your photo is as it was, at {original}; "
+                            f"ask for an edit first{undone}")
         check_output(output, [Path(original)] if original else [], overwrite, with_plan=True)
         written = save_result(self.image(), output, self.combined_plan(), overwrite=overwrite)
         text = f"Saved {output} and its plan {written[-1].name}."
@@ -413,9 +422,9 @@ def _unsure(plan: Plan, below: float) -> list[Step]:
     return [s for s in plan.steps if s.confidence is not None and s.confidence < below]
 
 
-def _deterministic(planner: Any) -> Any:
+def _deterministic(planner: RequestPlanner | None) -> Planner:
     """The deterministic planner, also behind a language model's (which wraps it as `fallback`)."""
-    return getattr(planner, "fallback", planner)
+    return cast("Planner", getattr(planner, "fallback", planner))
 
 
 def _wording(task: str) -> tuple[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from plugins.errors import DiffPluginError
+
 #: name -> (arguments, what it does). The order is the order /help lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "open": ("PATH", "start over from another photo"),
@@ -23,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class SlashError(ValueError):
+class SlashError(DiffPluginError, ValueError):
     pass
 
 

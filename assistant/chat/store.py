@@ -6,6 +6,7 @@ conversation. The user's own photo is only ever read: version 0 is a copy of it.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import uuid
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from plugins.errors import DiffPluginError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -61,7 +64,7 @@ class Version:
     label: str
 
 
-class DamagedStore(ValueError):
+class DamagedStore(DiffPluginError, ValueError):
     """The conversations file is not a database, or a damaged one; it is never changed or replaced."""
 
 
@@ -115,6 +118,15 @@ class ConversationStore:
         listed = self.list(1)
         return listed[0] if listed else None
 
+    def latest_started(self) -> Conversation | None:
+        """The most recent conversation with a photo or something the user said: one left empty (the chat opened
+        without a photo and closed) never hides the last real one from `--continue`."""
+        with self._db() as db:
+            row = db.execute("SELECT * FROM conversations c WHERE c.photo IS NOT NULL OR EXISTS (SELECT 1 FROM "
+                             "messages m WHERE m.conversation = c.id AND m.role = 'user') "
+                             "ORDER BY c.updated DESC, c.rowid DESC LIMIT 1").fetchone()
+        return Conversation(*row) if row else None
+
     def list(self, limit: int = 50) -> list[Conversation]:
         with self._db() as db:
             rows = db.execute("SELECT * FROM conversations ORDER BY updated DESC, rowid DESC LIMIT ?",
@@ -143,7 +155,7 @@ class ConversationStore:
             db.execute("UPDATE conversations SET photo = ?, title = ?, updated = ? WHERE id = ?",
                        (str(photo), photo.name, _now(), conversation))
 
-    def messages(self, conversation: str) -> list[Message]:
+    def messages(self, conversation: str) -> builtins.list[Message]:  # `list` here is the method above
         with self._db() as db:
             rows = db.execute("SELECT role, text FROM messages WHERE conversation = ? ORDER BY seq",
                               (conversation,)).fetchall()
@@ -166,7 +178,7 @@ class ConversationStore:
                 Path(old).unlink(missing_ok=True)
         return Version(index, file, plan, label)
 
-    def versions(self, conversation: str) -> list[Version]:
+    def versions(self, conversation: str) -> builtins.list[Version]:
         with self._db() as db:
             rows = db.execute("SELECT idx, file, plan, label FROM versions WHERE conversation = ? ORDER BY idx",
                               (conversation,)).fetchall()

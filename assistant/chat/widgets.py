@@ -3,38 +3,82 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import PIL.Image
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widget import Widget
-from textual.widgets import DataTable, Label, ProgressBar, Static
+from textual.widgets import DataTable, Label, LoadingIndicator, ProgressBar, Static
 
 from assistant.cli_common import printable
+
+if TYPE_CHECKING:
+    from assistant.planning import Plan
+    from plugins.progress import ProgressEvent
 
 # textual-image asks the terminal for its cell size when imported, which it can no longer do once Textual owns
 # the terminal: this module must be imported before the app starts (app.py does). A terminal that does not
 # answer gets default sizes, and textual-image logs a warning with a traceback; with no logging configured Python
 # would print it over the screen, so it goes nowhere.
 logging.getLogger("textual_image").addHandler(logging.NullHandler())
-from textual_image.widget import HalfcellImage, UnicodeImage  # noqa: E402
+from textual_image.widget import AutoImage as TerminalImage  # noqa: E402
+from textual_image.widget import HalfcellImage, SixelImage, UnicodeImage  # noqa: E402
 from textual_image.widget import Image as AutoImage  # noqa: E402
 
 #: How previews are drawn: the best the terminal can show (Kitty/Sixel graphics, else coloured half cells), or
 #: forced to half cells or Unicode characters.
-RENDERERS: dict[str, type[Widget]] = {"auto": AutoImage, "halfcell": HalfcellImage, "unicode": UnicodeImage}
+RENDERERS: dict[str, type[TerminalImage | SixelImage | HalfcellImage | UnicodeImage]] = {
+    "auto": AutoImage, "halfcell": HalfcellImage, "unicode": UnicodeImage}
+
+
+class PendingReply(Horizontal):
+    """Where the assistant's answer will appear, while it is worked out: a moving indicator and what it does."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(classes="message pending")
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        yield LoadingIndicator()
+        yield Label(self.text, markup=False)
+
+    def show(self, text: str) -> None:
+        self.text = text
+        for label in self.query(Label):  # none yet when it was mounted a moment ago: compose uses the text
+            label.update(text)
 
 
 class MessageLog(VerticalScroll):
-    """The conversation, newest at the bottom."""
+    """The conversation, newest at the bottom; below it, while the assistant works out an answer, what it does."""
 
     def add(self, role: str, text: str) -> None:
-        self.mount(Static(printable(text), markup=False, classes=f"message {role}"))
+        message = Static(printable(text), markup=False, classes=f"message {role}")
+        pending = self.pending()
+        if pending is None:
+            self.mount(message)
+        else:
+            self.mount(message, before=pending)
         self.scroll_end(animate=False)
+
+    def pending(self) -> PendingReply | None:
+        found = self.query(PendingReply)
+        return found.first() if found else None
+
+    def wait(self, text: str) -> None:
+        """Show `text` ("planning…") with a moving indicator at the bottom, until `stop_waiting`."""
+        pending = self.pending()
+        if pending is None:
+            self.mount(PendingReply(text))
+        else:
+            pending.show(text)
+        self.scroll_end(animate=False)
+
+    def stop_waiting(self) -> None:
+        for pending in self.query(PendingReply):
+            pending.remove()
 
 
 class PlanTable(DataTable):
@@ -58,7 +102,7 @@ class PlanTable(DataTable):
         self.cursor_type = "row"
         self.add_columns("#", "task", "plugin", "options", "why")
 
-    def show(self, plan: Any) -> None:
+    def show(self, plan: Plan | None) -> None:
         row = self.cursor_row
         self.clear()
         for number, step in enumerate(plan.steps if plan else [], start=1):
@@ -102,8 +146,8 @@ class EditProgress(Vertical):
         self.query_one("#denoise-steps", ProgressBar).display = False
         self.query_one("#progress-label", Label).update("starting… (escape cancels)")
 
-    def event(self, event: Any) -> None:
-        """Show one `assistant.executor.ProgressEvent`."""
+    def event(self, event: ProgressEvent) -> None:
+        """Show one of an edit's progress events (`Executor.run` reports them)."""
         label = self.query_one("#progress-label", Label)
         if event.kind == "denoise":
             bar = self.query_one("#denoise-steps", ProgressBar)
@@ -112,7 +156,8 @@ class EditProgress(Vertical):
             label.update(f"{event.what}: denoising step {event.denoise}/{event.denoise_total} (escape cancels)")
             return
         self.query_one("#plan-steps", ProgressBar).update(progress=event.done)
-        label.update(f"step {min(event.done + 1, event.total)}/{event.total}: {event.what}")
+        total = event.total or 0  # an edit always knows its step count
+        label.update(f"step {min(event.done + 1, total)}/{total}: {event.what}")
 
     def stop(self) -> None:
         self.display = False
@@ -132,6 +177,6 @@ class Preview(Vertical):
         yield self.renderer(id="after")
 
     def show(self, before: PIL.Image.Image | None, after: PIL.Image.Image | None, caption: str = "after") -> None:
-        self.query_one("#before").image = before
-        self.query_one("#after").image = after
+        self.query_one("#before", self.renderer).image = before
+        self.query_one("#after", self.renderer).image = after
         self.query_one("#after-caption", Label).update(caption)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugins.data.pairs import CLEAN_COLUMN, DEGRADED_COLUMN, IMAGE_SUFFIXES, MAX_LISTED, read_pair_rows
+from plugins.errors import DiffPluginError
 
 #: The degradations CDD-11 combines; its degraded folders are named from these joined by "_".
 CDD11_DEGRADATIONS = ("low", "haze", "rain", "snow")
@@ -52,7 +53,7 @@ _JUNK_FOLDERS = frozenset({"__MACOSX"})
 _UNSAFE = re.compile(r'[<>:"\\|?*\x00-\x1f]')
 
 
-class DatasetError(ValueError):
+class DatasetError(DiffPluginError, ValueError):
     """A dataset folder or CSV that cannot be read as pairs; the message says where, what, and what to do."""
 
 

@@ -10,26 +10,34 @@ result into an order-policy rule, keeping the literature's rules for pairs with 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
 
 from assistant.evaluation.metrics import psnr_ssim
 from plugins.data.degradations import TASK_OF_DEGRADATION, degrade, validate_names
+from plugins.errors import DiffPluginError
+from plugins.progress import Progress, ProgressEvent
 
-#: The task that undoes each degradation here; noise has a built-in plugin (denoise) though no Diff-Plugin task.
-TASK_FOR = {**TASK_OF_DEGRADATION, "noise": "denoise"}
+if TYPE_CHECKING:
+    from assistant.executor import Executor
+    from assistant.planning.policy import OrderPolicy
+    from registry.store import Registry
+
+#: The task that undoes each degradation here (one no task undoes is left out); noise has a built-in plugin
+#: (denoise) though no Diff-Plugin task.
+TASK_FOR = {name: task for name, task in {**TASK_OF_DEGRADATION, "noise": "denoise"}.items() if task is not None}
 #: A measured rule needs at least this many photos, this share of wins, and this mean PSNR margin.
 MIN_PHOTOS = 3
 MIN_WIN_SHARE = 0.75
 MIN_MARGIN_DB = 0.1
 
 
-class OrderEvalError(ValueError):
+class OrderEvalError(DiffPluginError, ValueError):
     pass
 
 
@@ -115,9 +123,9 @@ class OrderEvidence:
                 "runs": [r.to_json() for r in self.runs]}
 
 
-def evaluate_orders(photos: Sequence[tuple[str, PIL.Image.Image]], degradations: Sequence[str], registry: Any,
-                    executor: Any, seed: int = 0, max_steps: int = 3,
-                    progress: Callable[[int, int, str], None] | None = None) -> OrderEvidence:
+def evaluate_orders(photos: Sequence[tuple[str, PIL.Image.Image]], degradations: Sequence[str], registry: Registry,
+                    executor: Executor, seed: int = 0, max_steps: int = 3,
+                    progress: Progress | None = None) -> OrderEvidence:
     from assistant.planning.planner import choose_plugin
 
     names = validate_names(list(degradations))
@@ -132,7 +140,7 @@ def evaluate_orders(photos: Sequence[tuple[str, PIL.Image.Image]], degradations:
         task = TASK_FOR[name]
         plugin_id, _ = choose_plugin(registry, task, None)
         status = registry.get(plugin_id) if plugin_id else None
-        if status is None or not status.runnable:
+        if plugin_id is None or status is None or not status.runnable:
             raise OrderEvalError(f"no runnable plugin for {task}; `diffplugin plugins list` shows why")
         plugins[task] = executor.load(plugin_id, registry)
         labels[task] = f"{plugin_id}@{status.active.version}"
@@ -145,17 +153,17 @@ def evaluate_orders(photos: Sequence[tuple[str, PIL.Image.Image]], degradations:
             degraded = degrade(clean, combo, seed=seed + index)
             for order in itertools.permutations([TASK_FOR[d] for d in combo]):
                 if progress:
-                    progress(done, total, f"{photo_name}: {' -> '.join(order)}")
+                    progress(ProgressEvent("evaluate", done, total, f"{photo_name}: {' -> '.join(order)}"))
                 restored = executor.run(degraded, [plugins[t] for t in order]).image
                 psnr, ssim = psnr_ssim(restored, clean)
                 evidence.runs.append(OrderRun(photo_name, combo, order, psnr, ssim))
                 done += 1
     if progress:
-        progress(total, total, "done")
+        progress(ProgressEvent("evaluate", total, total, "done"))
     return evidence
 
 
-def policy_from(evidence: OrderEvidence, current: Any) -> Any:
+def policy_from(evidence: OrderEvidence, current: OrderPolicy) -> OrderPolicy:
     """A new policy: measured rules where the evidence is clear, the current rules elsewhere."""
     from assistant.planning.policy import OrderPolicy, Rule
 

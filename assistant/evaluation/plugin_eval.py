@@ -10,16 +10,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
 
 from assistant.evaluation.datasets import Pair
 from assistant.evaluation.metrics import psnr_ssim
+from plugins.atomic_files import write_atomic
+from plugins.errors import BadInput
+from plugins.progress import Progress, ProgressEvent
+
+if TYPE_CHECKING:
+    from assistant.executor import Executor
+    from registry.store import Registry
 
 FIELDS = ("image", "psnr", "ssim", "psnr_input", "ssim_input")
 
@@ -48,8 +55,8 @@ class PluginReport:
         return data
 
 
-def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Any, executor: Any,
-                    data: str = "", progress: Callable[[int, int, str], None] | None = None) -> PluginReport:
+def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Registry, executor: Executor,
+                    data: str = "", progress: Progress | None = None) -> PluginReport:
     """Run `ref` (plugin id or folder) on each pair's degraded image; score output and input against clean."""
     from assistant.photo_output import save_result
     from plugins.data.photos import load_photo
@@ -60,7 +67,7 @@ def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Any
     outputs = output / "outputs"
     for done, pair in enumerate(pairs):
         if progress:
-            progress(done, len(pairs), pair.name)
+            progress(ProgressEvent("evaluate", done, len(pairs), pair.name))
         degraded, clean = load_photo(pair.degraded), load_photo(pair.clean)
         target = outputs / f"{pair.name}.png"
         if target.is_file():
@@ -73,18 +80,16 @@ def evaluate_plugin(ref: str, pairs: Sequence[Pair], output: Path, registry: Any
             psnr, ssim = psnr_ssim(restored, clean)
             psnr_in, ssim_in = psnr_ssim(degraded, clean)
         except ValueError as err:  # e.g. a dataset whose clean image is a few pixels larger
-            raise ValueError(f"{pair.name} ({pair.degraded} vs {pair.clean}): {err}") from None
+            raise BadInput(f"{pair.name} ({pair.degraded} vs {pair.clean}): {err}") from None
         report.images.append({"image": pair.name, "psnr": round(psnr, 4), "ssim": round(ssim, 4),
                               "psnr_input": round(psnr_in, 4), "ssim_input": round(ssim_in, 4)})
     if progress:
-        progress(len(pairs), len(pairs), "done")
+        progress(ProgressEvent("evaluate", len(pairs), len(pairs), "done"))
     return report
 
 
 def write_report(report: PluginReport) -> list[Path]:
     """results.json and results.csv in the output folder (the CSV's last row holds the means)."""
-    from assistant.planning.plan import write_atomic
-
     folder = Path(report.output)
     json_path, csv_path = folder / "results.json", folder / "results.csv"
     write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())

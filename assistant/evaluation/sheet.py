@@ -43,4 +43,4 @@ def contact_sheet(rows: Sequence[SheetRow], tile_height: int = TILE_HEIGHT) -> P
 
 def _fit(image: PIL.Image.Image, height: int) -> PIL.Image.Image:
     width = max(1, round(image.width * height / image.height))
-    return image.convert("RGB").resize((width, height), PIL.Image.LANCZOS)
+    return image.convert("RGB").resize((width, height), PIL.Image.Resampling.LANCZOS)

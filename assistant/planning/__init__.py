@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from assistant.planning.plan import Plan, PlanError, Step
 from assistant.planning.providers import load_chat_model
+
+if TYPE_CHECKING:  # the executor, planners and registry load when they are used
+    import threading
+
+    import PIL.Image
+
+    from assistant.executor import Alternatives, Executor, RunResult, StepOutcome
+    from assistant.planning.llm import LLMPlanner
+    from assistant.planning.planner import Planner
+    from plugins.progress import Progress
+    from registry.store import Registry
 
 __all__ = ["Plan", "PlanError", "Step", "load_planner", "run_plan"]
 
 
 def load_planner(registry: str | Path | None = None, llm: str | None = None,
-                 llm_timeout: float | None = None) -> Any:
+                 llm_timeout: float | None = None) -> Planner | LLMPlanner:
     """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy;
     with `llm` (a model spec, see `planning/providers.py`), the LLM planner in front of it, whose model gets
     `llm_timeout` seconds per answer (None: `providers.DEFAULT_TIMEOUT_S`)."""
@@ -30,7 +42,8 @@ def load_planner(registry: str | Path | None = None, llm: str | None = None,
     return LLMPlanner(load_chat_model(llm, llm_timeout), planner, name=llm)
 
 
-def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any = None, cancel: Any = None) -> Any:
+def run_plan(plan: Plan, image: PIL.Image.Image, registry: Registry, executor: Executor,
+             progress: Progress | None = None, cancel: threading.Event | None = None) -> RunResult:
     """Run `plan` on `image` through `executor` (an `assistant.executor.RunResult` comes back). Records in the
     plan diffplugin's and the plugins' versions and, when the judge was on, what it tried for each step and what
     was kept: the plan then holds the steps as they ran (another plugin or a milder mix, dropped steps gone)."""
@@ -55,7 +68,7 @@ def run_plan(plan: Plan, image: Any, registry: Any, executor: Any, progress: Any
     return result
 
 
-def _alternatives(plan: Plan, registry: Any, executor: Any) -> Any:
+def _alternatives(plan: Plan, registry: Registry, executor: Executor) -> Alternatives:
     """For step i: the other enabled plugins for its task that can run here (built-in, diffusion with weights,
     community), loaded only when the judge tries them."""
     from assistant.executor import Alternative
@@ -64,7 +77,7 @@ def _alternatives(plan: Plan, registry: Any, executor: Any) -> Any:
 
     def others(index: int) -> list[Alternative]:
         step = plan.steps[index]
-        found = []
+        found: list[Alternative] = []
         for status in registry.plugins():
             if status.id == step.plugin or step.task not in status.manifest.tasks:
                 continue
@@ -72,14 +85,13 @@ def _alternatives(plan: Plan, registry: Any, executor: Any) -> Any:
                 runnable_status(registry, status.id)
             except RegistryError:  # disabled, untrusted or without weights: not an alternative here
                 continue
-            found.append(Alternative(status.id, lambda plugin_id=status.id: executor.load(plugin_id, registry,
-                                                                                        folders=False)))
+            found.append(Alternative(status.id, functools.partial(executor.load, status.id, registry, folders=False)))
         return found
 
     return others
 
 
-def _as_ran(plan: Plan, outcomes: list[Any], registry: Any) -> list[Step]:
+def _as_ran(plan: Plan, outcomes: list[StepOutcome], registry: Registry) -> list[Step]:
     steps = []
     for outcome in outcomes:
         step = plan.steps[outcome.index].model_copy()

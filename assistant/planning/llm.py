@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -28,6 +28,9 @@ from plugins.quoting import shown
 from registry.tasks import RESTORATION, describe
 
 if TYPE_CHECKING:
+    import PIL.Image
+    from langchain_core.language_models.chat_models import BaseChatModel
+
     from assistant.planning.planner import Planner
     from assistant.planning.policy import OrderPolicy
     from registry.manifest import PluginManifest
@@ -72,7 +75,7 @@ class LLMPlanner:
     the order policy orders its steps, as it does the deterministic plan's. The model is asked only where it can
     change something: two or more candidate tasks, or an amount to set."""
 
-    model: Any  # a langchain BaseChatModel
+    model: BaseChatModel
     fallback: Planner
     name: str = "llm"
     #: The ways of asking for schema-constrained answers still to try, best first: a JSON-schema response format,
@@ -81,7 +84,7 @@ class LLMPlanner:
     #: prompt's answer is parsed.
     structured: list[str] = field(default_factory=lambda: ["json_schema", "function_calling"])
 
-    def plan(self, request: str, image: Any = None) -> Plan:
+    def plan(self, request: str, image: PIL.Image.Image | None = None) -> Plan:
         base = self.fallback.plan(request, image)
         if not base.steps:  # out of scope, or nothing detected: nothing for the model to choose from
             return base
@@ -127,7 +130,8 @@ class LLMPlanner:
                 self.structured.pop(0)
                 continue
             try:
-                answer = constrained.invoke(messages)
+                # with include_raw: a dict of the raw message and what was parsed of it
+                answer = cast("dict[str, Any]", constrained.invoke(messages))
             except LocalModelError:
                 raise
             except Exception as err:
@@ -298,7 +302,7 @@ def _check_params(params: dict[str, Any], options: dict[str, Any], where: str) -
             raise ValueError(f"{where}: option '{name}' must be a {expected}, not {shown(value)}")
 
 
-def message_text(message: Any) -> str:
+def message_text(message: object) -> str:
     """The text of a chat message (or of a plain string), content blocks joined."""
     content = getattr(message, "content", message)
     if isinstance(content, list):  # content blocks

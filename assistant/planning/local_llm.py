@@ -24,14 +24,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from operator import itemgetter
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 from assistant.planning.llm import message_text
 from assistant.planning.providers import LocalModelError
@@ -88,7 +88,7 @@ class LocalChatModel(BaseChatModel):
         `method="json_schema"`: parsed JSON, or with `include_raw` a dict of `raw` (the message), `parsed` (its
         JSON, None if it does not parse) and `parsing_error`."""
         if not isinstance(schema, dict):
-            schema = schema.model_json_schema()  # a pydantic model class
+            schema = cast("type[BaseModel]", schema).model_json_schema()  # a pydantic model class
         bound = self.bind(json_schema=schema)
         if not include_raw:
             return bound | JsonOutputParser()
@@ -108,7 +108,11 @@ class WorkerProcess:
         self._stderr: deque[str] = deque(maxlen=40)
         assert self._process.stdout is not None and self._process.stderr is not None
         _pump(self._process.stdout, self._replies.put)
-        _pump(self._process.stderr, lambda line: line is not None and self._stderr.append(line.rstrip()))
+        def keep(line: str | None) -> None:  # the last lines of stderr, for the error that names them
+            if line is not None:
+                self._stderr.append(line.rstrip())
+
+        _pump(self._process.stderr, keep)
         self._ready = False
         self._failure: LocalModelError | None = None
         self._lock = threading.Lock()

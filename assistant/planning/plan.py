@@ -5,18 +5,15 @@ Plans load and save as YAML or JSON (by file suffix), so a user can read, change
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
-import secrets
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from plugins.atomic_files import write_atomic
+from plugins.errors import DiffPluginError
 from plugins.quoting import shown
 
 PLAN_SCHEMA = "1.0"
@@ -32,7 +29,7 @@ MAX_PLAN_DEPTH = 16
 MAX_PLAN_NODES = 100_000
 
 
-class PlanError(ValueError):
+class PlanError(DiffPluginError, ValueError):
     """A plan file that cannot be read or does not describe a plan; the message names the file and field."""
 
 
@@ -60,7 +57,7 @@ class _PlanLoader(yaml.SafeLoader):
         self.depth = 0
         self.nodes = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
         mark = self.peek_event().start_mark
         if self.check_event(yaml.AliasEvent):
             raise _Shape(f"line {mark.line + 1}: YAML aliases (*name) are not allowed in a plan; write the value "
@@ -73,7 +70,8 @@ class _PlanLoader(yaml.SafeLoader):
                          "flatter")
         self.depth += 1
         try:
-            return super().compose_node(parent, index)
+            # PyYAML passes a mapping's key node or a sequence position; its stubs say int only
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self.depth -= 1
 
@@ -160,7 +158,7 @@ class Plan(BaseModel):
         """Read a plan file, refusing one larger or deeper than a plan could be (see `MAX_PLAN_BYTES`) and YAML
         aliases; a problem is one `PlanError` line that names the file."""
         path = Path(path)
-        fmt = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        fmt: Literal["YAML", "JSON"] = "JSON" if path.suffix.lower() == ".json" else "YAML"
         try:
             with path.open("rb") as handle:
                 raw = handle.read(MAX_PLAN_BYTES + 1)
@@ -205,134 +203,3 @@ class Plan(BaseModel):
             if problem:
                 raise PlanError(f"{where}: steps.{index}.plugin: {problem}")
         return plan
-
-
-#: Temporary files are named `.NAME.PID.RANDOM.partial`, so that a later run can tell a killed writer's leftovers
-#: (its process is gone) from a file being written now.
-_PARTIAL = re.compile(r"\..+\.(\d+)\.[0-9a-f]{16}\.partial")
-#: Leftovers older than this are removed even when their process id is in use again (ids are reused).
-STALE_PARTIAL_S = 3600
-_swept: set[Path] = set()
-#: How `os.link` says that the file system has no hard links.
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-
-
-def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write `path` so that readers see the old file or the new one, never a part. Without `overwrite` an
-    existing `path`, even one that appears while this runs, is never replaced: FileExistsError."""
-    write_together({path: data}, overwrite)
-
-
-def write_together(files: dict[Path, bytes], overwrite: bool = True) -> None:
-    """Write several files as one: all or none of them (an interrupt, a full disk, a name taken meanwhile).
-
-    Each is written to a temporary file beside it, then all are moved into place in order; when one cannot be,
-    those already placed are undone: a file this call created is removed, a file it replaced is put back (from
-    a hard link made before; where the file system has none, the new file stays). Only `kill -9` between two
-    moves leaves the first files without the later ones.
-    """
-    staged: list[tuple[Path, Path]] = []
-    placed: list[tuple[Path, Path | None]] = []  # each placed file, with the hard link to the file it replaced
-    try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _sweep(path.parent)
-            staged.append((_temporary(path, data), path))
-        for tmp, path in staged:
-            placed.append((path, _place(tmp, path, overwrite)))
-    except BaseException:
-        for path, old in reversed(placed):
-            if old is None:
-                path.unlink(missing_ok=True)
-            else:
-                os.replace(old, path)
-        raise
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-    for _, old in placed:
-        if old is not None:
-            old.unlink(missing_ok=True)
-
-
-def _partial_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
-
-
-def _temporary(path: Path, data: bytes) -> Path:
-    tmp = _partial_name(path)
-    # Mode 0o666 less the umask: the permissions any new file gets (mkstemp's would be private, 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _place(tmp: Path, path: Path, overwrite: bool) -> Path | None:
-    """Move `tmp` to `path`; returns a hard link to the file it replaced, if any."""
-    if not overwrite:
-        try:
-            os.link(tmp, path)  # fails when `path` exists, however it got there: of two writers only one wins
-        except OSError as err:
-            if err.errno not in _NO_HARD_LINKS:
-                raise
-            # No hard links on this file system (FAT, some network shares): claim the name, then replace it.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
-        return None  # the caller removes `tmp`, now a second name of `path`
-    old = None
-    if os.path.lexists(path):
-        old = _partial_name(path)
-        try:
-            os.link(path, old, follow_symlinks=False)
-        except (OSError, NotImplementedError):  # no hard links here: a failure later cannot put it back
-            old = None
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None:
-            old.unlink(missing_ok=True)
-        raise
-    return old
-
-
-def _sweep(folder: Path) -> None:
-    """Remove the temporary files that killed writers left in `folder` (once per folder and process)."""
-    if folder in _swept:
-        return
-    _swept.add(folder)
-    now = time.time()
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        match = _PARTIAL.fullmatch(entry.name)
-        try:
-            if match and entry.is_file(follow_symlinks=False) and (
-                    not _running(int(match[1])) or now - entry.stat(follow_symlinks=False).st_mtime > STALE_PARTIAL_S):
-                os.unlink(entry.path)
-        except OSError:
-            pass  # someone else's, or gone already: cleaning up is never worth failing a write
-
-
-def _running(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would signal the process there; leave the age rule alone
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OverflowError:  # not a process id at all
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

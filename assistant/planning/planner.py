@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from assistant.planning.plan import Plan, Step
 from assistant.planning.policy import OrderPolicy, user_order
 from assistant.selector.clauses import joined_clauses
 from registry.errors import RegistryError
+
+if TYPE_CHECKING:  # the photo libraries and the registry load only when a plan is made
+    import PIL.Image
+
+    from assistant.detector import Finding
+    from assistant.selector.model import Selection, Selector
+    from registry.store import Registry
 
 #: Below this selector confidence, a step is kept but the user is told it is a guess.
 LOW_CONFIDENCE = 0.6
@@ -61,13 +68,19 @@ _NEUTRAL = _FILLER | frozenset({
 _KNOWN = _FIX | _FAULT | _NICE | _WISH | _NEUTRAL
 
 
+class RequestPlanner(Protocol):
+    """What the CLI and the chat ask of a planner: this deterministic one, or the LLM planner in front of it."""
+
+    def plan(self, request: str, image: PIL.Image.Image | None = None) -> Plan: ...
+
+
 @dataclass
 class Planner:
-    registry: Any
-    selector: Any
+    registry: Registry
+    selector: Selector
     policy: OrderPolicy
 
-    def plan(self, request: str, image: Any = None) -> Plan:
+    def plan(self, request: str, image: PIL.Image.Image | None = None) -> Plan:
         selection = self.selector.select(request)
         notes = list(selection.notes)
         if names_no_task(selection):
@@ -108,7 +121,7 @@ class Planner:
         return Plan(request=request, steps=steps, source="selector", order=how,
                     policy_version=self.policy.version if how == "policy" else None, notes=notes, unplaced=unplaced)
 
-    def _unplaced(self, selection: Any) -> list[str]:
+    def _unplaced(self, selection: Selection) -> list[str]:
         """The parts of the request that selected nothing, besides politeness and general asks ("fix it"): each
         part that placed no plugin is selected again on its own, since it may name a task already in the plan
         ("it's foggy, clear the fog") or one no enabled plugin does (the selector's notes say so already)."""
@@ -123,7 +136,7 @@ class Planner:
             unplaced.append(clause)
         return unplaced
 
-    def from_photo(self, request: str, image: Any, notes: list[str] | None = None) -> Plan:
+    def from_photo(self, request: str, image: PIL.Image.Image, notes: list[str] | None = None) -> Plan:
         """The plan the photo asks for, whatever the request says: a step for each degradation the detector
         finds, in the policy's order."""
         from assistant.detector import detect
@@ -165,7 +178,7 @@ class Planner:
         return Plan(request=request, steps=[by_task[task] for task in order], source="planner", order=how,
                     policy_version=self.policy.version if how == "policy" else None, notes=list(notes or []))
 
-    def _uncovered_note(self, finding: Any) -> str:
+    def _uncovered_note(self, finding: Finding) -> str:
         """'I see JPEG compression blocks; no installed plugin removes them', plus what the registry's search
         suggests for it (the search may load an embedding model, so it runs only for such findings)."""
         from assistant.detector import UNCOVERED
@@ -218,7 +231,7 @@ def is_general_ask(clause: str) -> bool:
     return bool(asks) and said <= _KNOWN
 
 
-def names_no_task(selection: Any) -> bool:
+def names_no_task(selection: Selection) -> bool:
     """The request asks for a better photo but names no task, so the photo must say what to do: some part is a
     general ask, no step was selected surely, and either nothing was selected or every part besides politeness
     is a general ask. A sure selection always stands (an installed plugin may list "make it pop" among its
@@ -230,7 +243,7 @@ def names_no_task(selection: Any) -> bool:
     return bool(general) and (selection.rejected or len(general) == len(asking))
 
 
-def choose_plugin(registry: Any, task: str, suggested: str | None) -> tuple[str | None, str | None]:
+def choose_plugin(registry: Registry, task: str, suggested: str | None) -> tuple[str | None, str | None]:
     """The plugin to run for `task` and a note for the user: a runnable diffusion plugin, else a runnable
     built-in or other code plugin, else the suggested one (it will say why it cannot run)."""
     serving = [s for s in registry.plugins() if s.enabled and task in s.manifest.tasks]

@@ -19,24 +19,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from plugins.errors import DiffPluginError
 
 if TYPE_CHECKING:
+    from langchain_core.language_models.chat_models import BaseChatModel
+
     from assistant.planning.local_llm import LocalChatModel
 
 
 DEFAULT_TIMEOUT_S = 120.0  # `--llm-timeout`'s help (edit_cli.py) says it in words
 
 
-class LLMUnavailable(ValueError):
+class LLMUnavailable(DiffPluginError, ValueError):
     """The configured model cannot be loaded (missing package or model file)."""
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(DiffPluginError, RuntimeError):
     """A local model's process crashed, timed out, or could not load the model; the message says which."""
 
 
-def load_chat_model(spec: str, timeout_s: float | None = None) -> Any:
+def load_chat_model(spec: str, timeout_s: float | None = None) -> BaseChatModel:
     """A langchain chat model for `spec` (see the module docstring) that answers within `timeout_s` (None:
     DEFAULT_TIMEOUT_S) or raises."""
     kind, _, rest = spec.partition(":")

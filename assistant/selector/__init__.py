@@ -7,15 +7,18 @@ the paper's selector weights have been pulled, one that also uses the photo (see
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from assistant.selector.model import WEIGHTS, Candidate, OfflineSelector, SelectedPlugin, Selection
+from assistant.selector.model import WEIGHTS, Candidate, OfflineSelector, SelectedPlugin, Selection, Selector
 
-__all__ = ["WEIGHTS", "Candidate", "OfflineSelector", "SelectedPlugin", "Selection", "load_selector"]
+if TYPE_CHECKING:
+    from registry.store import Registry
+
+__all__ = ["WEIGHTS", "Candidate", "OfflineSelector", "SelectedPlugin", "Selection", "Selector", "load_selector"]
 
 
 def load_selector(registry: str | Path | None = None, weights: str | Path | None = None,
-                  image: str | Path | None = None, store: Any = None) -> Any:
+                  image: str | Path | None = None, store: Registry | None = None) -> Selector:
     """A selector over the enabled plugins of the registry folder `registry` (or of an open `store`);
     `weights` is a trained selector folder."""
     from assistant.paths import models_dir, open_registry

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+from plugins.errors import BadInput
+
 # Words that join separate requests. Splitting keeps each part's position, which is the order the user named them.
+# Typed in a hurry, "and" and "then" come out as "adn", "nad", "tehn" or "&" too.
 _JOINERS = re.compile(
-    r"\s*([,;.!?]+|\b(?:and then|and also|and|then|also|plus|after that|afterwards|before that|but first|"
-    r"first|once (?:that'?s|you'?ve|you have)|as well as|followed by|next)\b)\s*",
+    r"\s*([,;.!?]+|&|\b(?:and then|and also|and|adn|nad|then|tehn|thne|also|plus|after that|afterwards|"
+    r"before that|but first|first|once (?:that'?s|you'?ve|you have)|as well as|followed by|next)\b)\s*",
     re.IGNORECASE,
 )
 
@@ -17,9 +20,9 @@ EMPTY_REQUEST = "the request is empty: say what to do with the photo"
 
 
 def check_request(text: str) -> None:
-    """Refuses an empty request (ValueError): checked by the commands before the selector loads, and by it."""
+    """Refuses an empty request (`BadInput`): checked by the commands before the selector loads, and by it."""
     if not text.strip():
-        raise ValueError(EMPTY_REQUEST)
+        raise BadInput(EMPTY_REQUEST)
 
 
 def split_clauses(text: str) -> list[str]:

@@ -7,10 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from assistant.selector.data import Instruction, kind_of
+from assistant.selector.instructions import Instruction, Kind, kind_of
 from assistant.selector.model import Selection
+from plugins.progress import Progress, ProgressEvent
 
-KINDS = ("single", "compound", "oos")
+KINDS: tuple[Kind, ...] = ("single", "compound", "oos")
 
 
 class KindScore(BaseModel):
@@ -26,7 +27,7 @@ class EvalReport(BaseModel):
 
 
 def evaluate(select: Callable[[str], Selection], rows: Sequence[Instruction], data: str,
-             task_of: Callable[[str], str] = str, progress: Callable[[int, int], None] | None = None) -> EvalReport:
+             task_of: Callable[[str], str] = str, progress: Progress | None = None) -> EvalReport:
     """A line is correct when the selected tasks equal the expected ones as a set (order is the planner's)."""
     lines = []
     for number, row in enumerate(rows, start=1):
@@ -36,7 +37,7 @@ def evaluate(select: Callable[[str], Selection], rows: Sequence[Instruction], da
         lines.append({"text": row.text, "expect": list(row.tasks), "kind": kind,
                       "correct": set(selection.tasks) == expected, **selection.to_json()})
         if progress:
-            progress(number, len(rows))
+            progress(ProgressEvent("evaluate", number, len(rows), row.text))
     by_kind = {}
     for kind in KINDS:
         mine = [line for line in lines if line["kind"] == kind]

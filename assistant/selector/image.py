@@ -9,11 +9,15 @@ one with a note saying the photo was not used.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from assistant.selector.model import OfflineSelector, SelectedPlugin, Selection
+
+if TYPE_CHECKING:
+    from plugins.diffplugin.selector import PaperSelector
+    from registry.store import Registry
 
 #: Where `diffplugin models pull` puts what the paper's selector needs, under the models folder.
 SELECTOR_PARTS = ("base", "plugin_selector", "selector_text")
@@ -22,7 +26,8 @@ SELECTOR_PARTS = ("base", "plugin_selector", "selector_text")
 class ImageAwareSelector:
     mode = "paper+offline"
 
-    def __init__(self, offline: OfflineSelector, paper: Any, prompts: dict[str, tuple[str, torch.Tensor]]) -> None:
+    def __init__(self, offline: OfflineSelector, paper: PaperSelector,
+                 prompts: dict[str, tuple[str, torch.Tensor]]) -> None:
         self.offline = offline
         self.candidates = offline.candidates
         self.paper = paper
@@ -43,7 +48,8 @@ class ImageAwareSelector:
         return Selection(kept + extra, base.clauses, self.mode, notes)
 
 
-def with_image(offline: OfflineSelector, image: Path, store: Any, models: Path) -> Any:
+def with_image(offline: OfflineSelector, image: Path, store: Registry, models: Path
+               ) -> OfflineSelector | ImageAwareSelector:
     from plugins.data.photos import load_photo
 
     photo = load_photo(image)  # a bad photo is the user's error even when the photo cannot be used
@@ -54,21 +60,24 @@ def with_image(offline: OfflineSelector, image: Path, store: Any, models: Path) 
                else "no diffusion plugin with weights is enabled")
         offline.notes = [f"the photo was not used: {why}"]
         return offline
+    from assistant.paths import base_model_dir
     from plugins.diffplugin.pipeline import DiffPluginPipeline
+    from plugins.diffplugin.plugin import TaskPlugin
     from plugins.diffplugin.selector import PaperSelector
     from registry.runtime import load_plugin
 
-    pipe = DiffPluginPipeline.from_pretrained(models / "base")
+    pipe = DiffPluginPipeline.from_pretrained(base_model_dir(models))
     paper = PaperSelector.from_pretrained(models / "plugin_selector", models / "selector_text")
     with torch.no_grad():
         tokens = pipe.encode_clip_tokens(photo)
-        prompts = {}
+        prompts: dict[str, tuple[str, torch.Tensor]] = {}
         for candidate in diffusion:
             plugin = load_plugin(store, candidate.id)
+            assert isinstance(plugin, TaskPlugin)  # a diffusion candidate
             prompts.setdefault(candidate.task, (candidate.id, plugin.tpb(tokens.to(plugin.tpb.dtype))[0]))
     return ImageAwareSelector(offline, paper, prompts)
 
 
-def _runnable_diffusion(store: Any, plugin_id: str) -> bool:
+def _runnable_diffusion(store: Registry, plugin_id: str) -> bool:
     status = store.get(plugin_id)
     return status.runnable and status.manifest.kind == "diffplugin"

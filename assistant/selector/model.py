@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from assistant.selector.cache import EmbeddingCache
 from assistant.selector.clauses import check_request, split_clauses
 from assistant.selector.runtime import Encoder, encoder_key, load_runtime
+from plugins.errors import BadInput, MissingFile
 from registry.embedding import MINILM
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -74,7 +75,7 @@ class SupportBank:
         data = json.loads((folder / BANK_TEXTS).read_text())
         embeddings = load_file(folder / BANK_EMBEDDINGS)["embeddings"].astype(np.float32)
         if len(data["texts"]) != len(data["labels"]) or embeddings.shape[0] != len(data["texts"]):
-            raise ValueError(f"{folder}: {BANK_TEXTS} and {BANK_EMBEDDINGS} disagree on the number of examples")
+            raise BadInput(f"{folder}: {BANK_TEXTS} and {BANK_EMBEDDINGS} disagree on the number of examples")
         return cls(data["texts"], data["labels"], embeddings)
 
 
@@ -124,6 +125,21 @@ class Selection:
                 "mode": self.mode, "notes": self.notes}
 
 
+class Selector(Protocol):
+    """What the planner asks of a selector: the offline one, or the one that also looks at the photo."""
+
+    candidates: list[Candidate]
+
+    def select(self, text: str) -> Selection: ...
+
+
+def label_k(k: int, count: int) -> int:
+    """How many of a label's `count` closest examples its score averages: `k`, but at most half of them
+    (rounded up), so that a plugin known from its few manifest examples is scored on its close ones, not on every
+    example it has, while the shipped tasks' hundreds of examples are scored on `k`."""
+    return min(k, (count + 1) // 2)
+
+
 def label_scores(queries: np.ndarray, support: np.ndarray, support_labels: np.ndarray, n_labels: int,
                  k: int) -> np.ndarray:
     """[n_queries, n_labels]: per label, the mean cosine to its `k` closest support rows (-1 if it has none).
@@ -135,7 +151,7 @@ def label_scores(queries: np.ndarray, support: np.ndarray, support_labels: np.nd
     scores = np.full((len(queries), n_labels), -1.0, dtype=np.float32)
     for label in range(n_labels):
         columns = similarity[:, bounds[label]:bounds[label + 1]]
-        take = min(k, columns.shape[1])
+        take = label_k(k, columns.shape[1])
         if take:
             scores[:, label] = -np.partition(-columns, take - 1, axis=1)[:, :take].mean(axis=1)
     return scores
@@ -154,7 +170,7 @@ class OfflineSelector:
     def __init__(self, encoder: Encoder, bank: SupportBank, candidates: Sequence[Candidate],
                  config: SelectorConfig, cache: EmbeddingCache | None = None) -> None:
         if not candidates:
-            raise ValueError("no plugins to select from: enable or install some (`diffplugin plugins list`)")
+            raise BadInput("no plugins to select from: enable or install some (`diffplugin plugins list`)")
         self.encoder = encoder
         self.config = config
         self.notes: list[str] = []  # said with every selection (e.g. why the photo was not used)
@@ -193,8 +209,8 @@ class OfflineSelector:
         """The trained selector in `weights`; with `cache_folder`, the examples' embeddings are kept there."""
         weights = Path(weights)
         if not (weights / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{weights}: no {CONFIG_FILE}; not a trained selector folder "
-                                    "(train one with `diffplugin train selector`)")
+            raise MissingFile(f"{weights}: no {CONFIG_FILE}; not a trained selector folder "
+                              "(train one with `diffplugin train selector`)")
         config = SelectorConfig.model_validate_json((weights / CONFIG_FILE).read_text())
         cache = EmbeddingCache(cache_folder / EXAMPLES_CACHE, encoder_key(weights / ADAPTER_FOLDER)) if cache_folder \
             else None
@@ -208,8 +224,11 @@ class OfflineSelector:
         scores = label_scores(queries, self._support, self._support_labels, len(self.labels), self.config.k)
         scores[:, -1] += self.config.null_bias
         # A request that as a whole reads as out of scope asks for nothing, even if a clause alone would ("what's
-        # the forecast for the weekend, any rain?").
-        whole_rejected = several and float(scores[-1, -1] - scores[-1, :-1].max()) > self.config.veto_margin
+        # the forecast for the weekend, any rain?"). Two clauses that each ask for a task are not an accident of
+        # wording: "remove the rain, make it brighter and put my cat in a hat" plans the two and names the hat.
+        asking = sum(int(row.argmax()) != len(self.labels) - 1 for row in scores[:-1]) if several else 0
+        whole_rejected = several and asking < 2 and \
+            float(scores[-1, -1] - scores[-1, :-1].max()) > self.config.veto_margin
         # An installed plugin may be asked for in words its example splits into clauses ("the picture is a bit
         # soft, add some sharpness"): the whole request then goes to it, except clauses that ask for another task.
         whole_label = int(scores[-1].argmax()) if several else -1
@@ -224,6 +243,7 @@ class OfflineSelector:
             task = self.labels[best]
             if whole_rejected:
                 continue
+            plugin: Candidate | None
             if whole and best in (whole_label, len(self.labels) - 1):
                 plugin, rival, said = whole, self.labels[whole_label], text
             else:

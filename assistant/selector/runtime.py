@@ -15,13 +15,17 @@ import functools
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from plugins.atomic_files import atomic_path
+from plugins.errors import MissingFile
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 #: Texts encoded at once: memory for one batch is bounded by this and MiniLM's 256-token limit, however many
 #: example requests the enabled plugins have.
@@ -43,13 +47,13 @@ class NumpyMiniLM:
     runtime = "numpy"
 
     def __init__(self, weights: dict[str, np.ndarray], kernels: dict[str, np.ndarray], config: dict[str, Any],
-                 tokenizer: Any) -> None:
+                 tokenizer: Tokenizer) -> None:
         self.weights = weights
         self.kernels = kernels  # the projections, [in, out], with the adapter merged in
         self.layers = int(config["num_hidden_layers"])
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config["layer_norm_eps"])
-        self.tokenizer = tokenizer  # a `tokenizers.Tokenizer`, truncating, not padding
+        self.tokenizer = tokenizer  # truncating, not padding
 
     @classmethod
     def load(cls, folder: Path, adapter: Path | None = None, cache: Path | None = None) -> NumpyMiniLM:
@@ -197,7 +201,7 @@ def lora_deltas(adapter: Path, weights: dict[str, np.ndarray]) -> dict[str, np.n
     from safetensors.numpy import load_file
 
     if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter}: no adapter_config.json; not a selector adapter folder")
+        raise MissingFile(f"{adapter}: no adapter_config.json; not a selector adapter folder")
     config = json.loads((adapter / "adapter_config.json").read_text())
     if (config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("fan_in_fan_out")
             or config.get("bias", "none") != "none" or config.get("rank_pattern") or config.get("alpha_pattern")
@@ -266,15 +270,8 @@ def save_derived(file: Path, tensors: dict[str, np.ndarray], metadata: dict[str,
     where it cannot be written (read-only, full), nothing is kept and nothing fails."""
     from safetensors.numpy import save_file
 
-    with contextlib.suppress(OSError):
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}-", dir=file.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, file)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    with contextlib.suppress(OSError), atomic_path(file) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def encoder_key(adapter: str | Path | None) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from assistant.selector.clauses import split_clauses
-from assistant.selector.data import Instruction, training_set
 from assistant.selector.encoder import add_lora, encode, load_encoder
-from assistant.selector.model import ADAPTER_FOLDER, CONFIG_FILE, NULL, WEIGHTS, SelectorConfig, SupportBank
-
-Progress = Callable[[int, int, float], None]
+from assistant.selector.instructions import EXAMPLE_FILES, Instruction, training_set
+from assistant.selector.model import ADAPTER_FOLDER, CONFIG_FILE, NULL, WEIGHTS, SelectorConfig, SupportBank, label_k
+from plugins.errors import BadInput
+from plugins.progress import Progress, ProgressEvent
 
 
 class SelectorTrainConfig(BaseModel):
@@ -34,8 +34,13 @@ class SelectorTrainConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0)
     per_task: int = Field(12, ge=2, description="Clauses of each task per batch.")
     per_null: int = Field(48, ge=2, description="Out-of-scope clauses per batch.")
-    k: int = Field(3, ge=1)
+    k: int = Field(3, ge=1, description="Closest examples averaged into a label's score while training.")
     temperature: float = Field(0.05, gt=0)
+    # The two settings at use were chosen on the val split (docs/selector.md, "How it trains"), with the voices
+    # in the bank: more examples per label make a fourth neighbour informative.
+    select_k: int = Field(4, ge=1, description="Closest examples averaged into a label's score at use.")
+    null_bias: float | None = Field(0.02, description="Offset added to the out-of-scope score at use; None: the "
+                                                     "one learned in training.")
 
 
 def clause_examples(rows: Sequence[Instruction], encoder) -> tuple[list[str], list[str]]:
@@ -68,7 +73,7 @@ def clause_examples(rows: Sequence[Instruction], encoder) -> tuple[list[str], li
         wanted = [t for t in row.tasks if t in tasks]
         if not wanted:
             continue
-        best = [max(range(len(wanted)), key=lambda i, p=part: closeness[p][tasks.index(wanted[i])]) for part in parts]
+        best = [_argmax([closeness[part][tasks.index(task)] for task in wanted]) for part in parts]
         if row.kind == "single":
             # Other clauses keep the task when they point to it ("make it crisp" in a deblur request); generic ones
             # ("clear it", "thanks") are null, so that they never select anything on their own.
@@ -81,6 +86,11 @@ def clause_examples(rows: Sequence[Instruction], encoder) -> tuple[list[str], li
             texts += parts
             labels += [wanted[b] for b in best]
     return texts, labels
+
+
+def _argmax(values: list[float]) -> int:
+    """The position of the largest value (the first, on ties)."""
+    return max(range(len(values)), key=values.__getitem__)
 
 
 def _points_to(closeness: list[float], task: int) -> bool:
@@ -107,10 +117,11 @@ def label_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: t
     if rows is None:
         return torch.full((len(queries), n_labels), -1.0, dtype=similarity.dtype)
     table = similarity[:, rows].masked_fill(~valid, float("-inf"))  # [q, labels, width]
-    take = min(k, width)
-    top = table.topk(take, dim=2).values
-    used = torch.clamp(counts, max=take).to(similarity.dtype)
-    scores = torch.where(torch.isfinite(top), top, torch.zeros((), dtype=top.dtype)).sum(dim=2) / used.clamp(min=1)
+    top = table.topk(min(k, width), dim=2).values
+    used = torch.tensor([label_k(k, int(count)) for count in counts])  # per label, as model.label_scores
+    kept = torch.arange(top.shape[2])[None, None, :] < used[None, :, None]
+    scores = torch.where(kept, top, torch.zeros((), dtype=top.dtype)).sum(dim=2) / \
+        used.clamp(min=1).to(similarity.dtype)
     return torch.where(counts > 0, scores, torch.full_like(scores, -1.0))
 
 
@@ -119,10 +130,15 @@ def train_selector(
     rows: Sequence[Instruction] | None = None,
     out_dir: str | Path = WEIGHTS,
     progress: Progress | None = None,
+    examples: Sequence[Instruction] | None = None,
 ) -> Path:
-    """Train on `rows` (default: the shipped training split) and write a selector folder to `out_dir`."""
+    """Train on `rows` (default: the shipped training split) and write a selector folder to `out_dir` whose
+    support bank holds `examples` (default: `rows` when given, else the shipped example files)."""
     config = config or SelectorTrainConfig()
-    rows = list(rows) if rows is not None else training_set()
+    if rows is None:
+        rows, examples = training_set(), training_set(EXAMPLE_FILES) if examples is None else examples
+    rows = list(rows)
+    examples = rows if examples is None else list(examples)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     encoder = load_encoder()
@@ -132,7 +148,7 @@ def train_selector(
     pools = {i: [j for j in range(len(texts)) if y[j] == i] for i in range(len(names))}
     if any(len(p) < 2 for p in pools.values()):
         thin = [names[i] for i, p in pools.items() if len(p) < 2]
-        raise ValueError(f"too few training requests for: {', '.join(thin)} (need at least 2 each)")
+        raise BadInput(f"too few training requests for: {', '.join(thin)} (need at least 2 each)")
     peft_model = add_lora(encoder, config.rank)
     # How much closer a clause must be to a task than to out-of-scope requests: learned with the rest, on clauses
     # scored against the others of their batch (never themselves), as at use.
@@ -159,13 +175,20 @@ def train_selector(
         schedule.step()
         loss_value = loss.item()
         if progress:
-            progress(step + 1, config.steps, loss_value)
+            progress(ProgressEvent("train", step + 1, config.steps, loss=loss_value))
     encoder.eval()
-    return _save(encoder, peft_model, texts, labels, rows, config, loss_value, null_bias.item(), Path(out_dir))
+    bank_texts, bank_labels = (texts, labels) if examples is rows else clause_examples(examples, load_encoder())
+    return _save(peft_model, bank_texts, bank_labels, rows, examples, len(texts), config, loss_value,
+                 null_bias.item(), Path(out_dir))
 
 
-def _save(encoder, peft_model, texts: list[str], labels: list[str], rows: Sequence[Instruction],
-          config: SelectorTrainConfig, loss: float, null_bias: float, out_dir: Path) -> Path:
+def _sha256(rows: Sequence[Instruction]) -> str:
+    return hashlib.sha256(json.dumps([[r.text, r.tasks] for r in rows]).encode()).hexdigest()
+
+
+def _save(peft_model, texts: list[str], labels: list[str], rows: Sequence[Instruction],
+          examples: Sequence[Instruction], clauses: int, config: SelectorTrainConfig, loss: float,
+          learned_null_bias: float, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter = out_dir / ADAPTER_FOLDER
     shutil.rmtree(adapter, ignore_errors=True)
@@ -177,12 +200,13 @@ def _save(encoder, peft_model, texts: list[str], labels: list[str], rows: Sequen
     (adapter / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     merged = load_encoder(out_dir / ADAPTER_FOLDER)
     SupportBank(texts, labels, encode(merged, texts).numpy()).save(out_dir)
-    data = json.dumps([[r.text, r.tasks] for r in rows]).encode()
     # Bit-identical weights need the same data, seed, PyTorch and CPU thread count (docs/selector.md).
-    record = {**config.model_dump(), "requests": len(rows), "clauses": len(texts), "final_loss": round(loss, 4),
-              "data_sha256": hashlib.sha256(data).hexdigest(), "torch": torch.__version__,
-              "threads": torch.get_num_threads()}
-    selector = SelectorConfig(k=config.k, temperature=config.temperature, null_bias=round(null_bias, 5),
+    record = {**config.model_dump(), "requests": len(rows), "clauses": clauses, "final_loss": round(loss, 4),
+              "data_sha256": _sha256(rows), "bank_requests": len(examples), "bank_clauses": len(texts),
+              "bank_data_sha256": _sha256(examples), "learned_null_bias": round(learned_null_bias, 5),
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    null_bias = learned_null_bias if config.null_bias is None else config.null_bias
+    selector = SelectorConfig(k=config.select_k, temperature=config.temperature, null_bias=round(null_bias, 5),
                               training=record)
     (out_dir / CONFIG_FILE).write_text(selector.model_dump_json(indent=2) + "\n")
     return out_dir

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from plugins.errors import BadInput
 from plugins.quoting import shown
 
 #: Rec. 709 luma weights, for a brightness channel that follows perceived lightness.
@@ -39,16 +40,16 @@ def luminance(array: np.ndarray) -> np.ndarray:
 
 def number(name: str, value: object, low: float | None = None, high: float | None = None,
            low_open: bool = False) -> float:
-    """`value` as a float within [low, high] (or (low, high] with `low_open`); ValueError naming the option."""
+    """`value` as a float within [low, high] (or (low, high] with `low_open`); `BadInput` naming the option."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"option '{name}' must be a number, got {shown(value)}")
+        raise BadInput(f"option '{name}' must be a number, got {shown(value)}")
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"option '{name}' must be finite, got {shown(value)}")
+        raise BadInput(f"option '{name}' must be finite, got {shown(value)}")
     if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"option '{name}' must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+        raise BadInput(f"option '{name}' must be {'>' if low_open else '>='} {low:g}, got {value:g}")
     if high is not None and value > high:
-        raise ValueError(f"option '{name}' must be <= {high:g}, got {value:g}")
+        raise BadInput(f"option '{name}' must be <= {high:g}, got {value:g}")
     return value
 
 
@@ -57,13 +58,13 @@ def check_pixels(width: int, height: int, what: str) -> None:
     from plugins.data import photos
 
     if width * height > photos.MAX_PIXELS:
-        raise ValueError(f"{what} would make a {width}x{height} image ({width * height / 1e6:.0f} Mpx); the limit is "
+        raise BadInput(f"{what} would make a {width}x{height} image ({width * height / 1e6:.0f} Mpx); the limit is "
                          f"{photos.MAX_PIXELS / 1e6:.0f} Mpx")
 
 
 def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"option '{name}' must be one of {', '.join(allowed)}; got {shown(value)}")
+        raise BadInput(f"option '{name}' must be one of {', '.join(allowed)}; got {shown(value)}")
     return str(value)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from plugins.builtin._common import LUMA, check_pixels, choice, number, to_array, to_image
+from plugins.errors import BadInput
 from plugins.quoting import shown
 
 
@@ -70,7 +71,7 @@ def resize(image: Image.Image, width: int = 0, height: int = 0, scale: float | N
     width = int(number("width", width, 0, 32768))
     height = int(number("height", height, 0, 32768))
     if scale is not None and (width or height):
-        raise ValueError("options 'scale' and 'width'/'height' exclude each other; give one or the other")
+        raise BadInput("options 'scale' and 'width'/'height' exclude each other; give one or the other")
     # The default lives here, not in the manifest's options: those are merged into every call, and a default
     # scale would then clash with a width the user gave.
     scale = number("scale", 0.5 if scale is None and not (width or height) else scale or 0.0, 0.0, 16.0)
@@ -81,9 +82,9 @@ def resize(image: Image.Image, width: int = 0, height: int = 0, scale: float | N
     elif height and not width:
         width = round(image.width * height / image.height)
     elif not width:
-        raise ValueError("option 'width', 'height' or 'scale' is needed to resize")
+        raise BadInput("option 'width', 'height' or 'scale' is needed to resize")
     if width < 1 or height < 1:
-        raise ValueError(f"options 'width'/'height'/'scale' give an empty image ({width}x{height})")
+        raise BadInput(f"options 'width'/'height'/'scale' give an empty image ({width}x{height})")
     check_pixels(width, height, "resize")
     return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
 
@@ -93,7 +94,7 @@ def rotate(image: Image.Image, angle: float = 90.0, expand: bool = True) -> Imag
     angles use bicubic resampling, and `expand` grows the canvas so no corner is cut (the new area is black)."""
     angle = number("angle", angle, -360.0, 360.0)
     if not isinstance(expand, bool):
-        raise ValueError(f"option 'expand' must be true or false, got {shown(expand)}")
+        raise BadInput(f"option 'expand' must be true or false, got {shown(expand)}")
     if expand:  # the canvas grows to the rotated photo's bounding box: up to twice the pixels at 45 degrees
         turn = math.radians(angle)
         cos, sin = abs(math.cos(turn)), abs(math.sin(turn))
@@ -127,13 +128,13 @@ def crop(image: Image.Image, left: float = 0.0, top: float = 0.0, right: float =
     x0, y0 = round(margins["left"]), round(margins["top"])
     x1, y1 = width - round(margins["right"]), height - round(margins["bottom"])
     if x1 - x0 < 1:
-        raise ValueError(f"options 'left' and 'right' remove the whole width ({width} px)")
+        raise BadInput(f"options 'left' and 'right' remove the whole width ({width} px)")
     if y1 - y0 < 1:
-        raise ValueError(f"options 'top' and 'bottom' remove the whole height ({height} px)")
+        raise BadInput(f"options 'top' and 'bottom' remove the whole height ({height} px)")
     if aspect:
         match = _ASPECT.match(aspect) if isinstance(aspect, str) else None
         if not match or float(match[1]) <= 0 or float(match[2]) <= 0:
-            raise ValueError(f"option 'aspect' must look like '16:9', got {shown(aspect)}")
+            raise BadInput(f"option 'aspect' must look like '16:9', got {shown(aspect)}")
         ratio = float(match[1]) / float(match[2])
         w, h = x1 - x0, y1 - y0
         if w / h > ratio:

@@ -18,6 +18,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.signal import fftconvolve
 
+from plugins.errors import BadInput
+
 Degradation = Callable[[np.ndarray, np.random.Generator, float], np.ndarray]
 
 # Side length that the relative sizes below were tuned at; sizes scale linearly from it.
@@ -32,7 +34,7 @@ def _checked(image: np.ndarray, strength: float) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
     if not strength >= 0:  # also rejects NaN
-        raise ValueError(f"strength must be >= 0, got {strength}")
+        raise BadInput(f"strength must be >= 0, got {strength}")
     return image.astype(np.float32, copy=False)
 
 
@@ -289,7 +291,7 @@ def validate_names(names: Sequence[str]) -> list[str]:
     listed = [names] if isinstance(names, str) else list(names)
     for name in listed:
         if name not in DEGRADATIONS:
-            raise ValueError(f"unknown degradation {name!r}; valid names: {', '.join(DEGRADATIONS)}")
+            raise BadInput(f"unknown degradation {name!r}; valid names: {', '.join(DEGRADATIONS)}")
     return listed
 
 

@@ -8,19 +8,23 @@ so a dataset folder can be moved or shared as a whole; absolute paths are accept
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from plugins.atomic_files import write_atomic
 from plugins.data.degradations import degrade, validate_names
 from plugins.data.photos import load_photo
+from plugins.errors import BadInput, FileInTheWay
+from plugins.progress import Progress, ProgressEvent
 
 CLEAN_COLUMN = "image"
 DEGRADED_COLUMN = "conditioning_image"
@@ -62,16 +66,16 @@ def read_pair_rows(csv_path: str | Path) -> list[tuple[int, Pair]]:
             # Blank rows still count, so the numbers match what a spreadsheet shows.
             rows = list(enumerate(csv.reader(handle), start=1))
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason}); save the CSV as UTF-8") from error
+        raise BadInput(f"{path}: not UTF-8 text ({error.reason}); save the CSV as UTF-8") from error
     except csv.Error as error:
-        raise ValueError(f"{path}: not a readable CSV ({error}); check its quoting") from error
+        raise BadInput(f"{path}: not a readable CSV ({error}); check its quoting") from error
     if not rows or not any(cell.strip() for cell in rows[0][1]):
-        raise ValueError(f"{path}: the file is empty; its first row must be the header "
+        raise BadInput(f"{path}: the file is empty; its first row must be the header "
                          f"'{CLEAN_COLUMN},{DEGRADED_COLUMN}' (clean, degraded)")
     clean_index, degraded_index = _column_indices(path, rows[0][1])
     body = [(row_number, row) for row_number, row in rows[1:] if any(cell.strip() for cell in row)]
     if not body:
-        raise ValueError(f"{path}: no pairs below the header; add one row per pair (clean path, degraded path)")
+        raise BadInput(f"{path}: no pairs below the header; add one row per pair (clean path, degraded path)")
     problems: list[str] = []
     found: list[tuple[int, Pair]] = []
     for row_number, row in body:
@@ -81,7 +85,7 @@ def read_pair_rows(csv_path: str | Path) -> list[tuple[int, Pair]]:
             found.append((row_number, Pair(clean=clean, degraded=degraded)))
     if problems:
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise ValueError(
+        raise BadInput(
             f"{path}: {len(problems)} problem(s) with the image paths (relative paths are read from {folder}; "
             f"row numbers count the header as row 1):\n  " + "\n  ".join(problems[:MAX_LISTED]) + more
             + "\nFix those paths or delete the rows."
@@ -93,14 +97,14 @@ def _column_indices(path: Path, header: list[str]) -> tuple[int, int]:
     names = [cell.strip() for cell in header]
     missing = [column for column in (CLEAN_COLUMN, DEGRADED_COLUMN) if column not in names]
     if missing:
-        raise ValueError(
+        raise BadInput(
             f"{path}: row 1: the header lacks column(s) {', '.join(missing)}; found '{','.join(names)}'. "
             f"Make the first row '{CLEAN_COLUMN},{DEGRADED_COLUMN}' ({CLEAN_COLUMN} = clean ground truth, "
             f"{DEGRADED_COLUMN} = degraded input; either order)"
         )
     doubled = sorted(column for column in (CLEAN_COLUMN, DEGRADED_COLUMN) if names.count(column) > 1)
     if doubled:
-        raise ValueError(f"{path}: row 1: the header names {', '.join(doubled)} more than once; keep one of each")
+        raise BadInput(f"{path}: row 1: the header names {', '.join(doubled)} more than once; keep one of each")
     return names.index(CLEAN_COLUMN), names.index(DEGRADED_COLUMN)
 
 
@@ -124,18 +128,16 @@ def _existing_file(folder: Path, row_number: int, row: list[str], index: int, co
 def write_pairs(csv_path: str | Path, pairs: Iterable[Pair]) -> None:
     """Write the header and the pairs, paths relative to the CSV's folder with `/` separators.
 
-    Writes to a temporary file and renames it, so an existing CSV is never left half-written.
+    Written atomically, so an existing CSV is never left half-written.
     """
     path = Path(csv_path)
     folder = path.absolute().parent
     rows = [(_relative(folder, pair.clean), _relative(folder, pair.degraded)) for pair in pairs]
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow([CLEAN_COLUMN, DEGRADED_COLUMN])
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([CLEAN_COLUMN, DEGRADED_COLUMN])
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode("utf-8"))
 
 
 def _relative(folder: Path, target: Path) -> str:
@@ -169,27 +171,27 @@ def make_paired_dataset(
     seed: int = 0,
     per_image: int = 1,
     strength: float = 1.0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Build a paired dataset from a folder of clean images; return the path of its `pairs.csv`.
 
     Each image is copied unchanged to `out_dir/clean/`, and `per_image` degraded versions (the degradations
     applied in order, each version from its own seed) go to `out_dir/degraded/<stem>_<k>.png`. `pairs.csv` is
-    written last, so its presence marks a finished dataset. `progress(done, total)` is called after each image.
+    written last, so its presence marks a finished dataset. `progress` hears of each image done ('degrade').
     """
     names = validate_names(degradations)
     if not names:
-        raise ValueError("give at least one degradation")
+        raise BadInput("give at least one degradation")
     if per_image < 1:
-        raise ValueError(f"per_image must be at least 1, got {per_image}")
+        raise BadInput(f"per_image must be at least 1, got {per_image}")
     if not strength >= 0:
-        raise ValueError(f"strength must be >= 0, got {strength}")
+        raise BadInput(f"strength must be >= 0, got {strength}")
     target = Path(out_dir)
     _refuse_existing(target)
     images = list_images(clean_dir)
     if not images:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise ValueError(f"{clean_dir} holds no images (looked for {suffixes})")
+        raise BadInput(f"{clean_dir} holds no images (looked for {suffixes})")
     stems = _output_stems(images)
     clean_out, degraded_out = target / "clean", target / "degraded"
     clean_out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +205,7 @@ def make_paired_dataset(
             degraded.save(degraded_path)
             pairs.append(Pair(clean=clean, degraded=degraded_path))
         if progress is not None:
-            progress(done, len(images))
+            progress(ProgressEvent("degrade", done, len(images), source.name))
     csv_path = target / PAIRS_FILE
     write_pairs(csv_path, pairs)
     return csv_path
@@ -213,12 +215,12 @@ def _refuse_existing(target: Path) -> None:
     """Never overwrite a user's data: a finished dataset, or files left by an interrupted run."""
     csv_path = target / PAIRS_FILE
     if csv_path.exists():
-        raise FileExistsError(
+        raise FileInTheWay(
             f"{csv_path} already exists; refusing to overwrite a dataset. Choose another output folder or delete it."
         )
     for sub in (target / "clean", target / "degraded"):
         if sub.is_dir() and any(sub.iterdir()):
-            raise FileExistsError(
+            raise FileInTheWay(
                 f"{sub} already holds files (an interrupted run?); refusing to overwrite them. "
                 "Choose another output folder or empty it."
             )
@@ -231,7 +233,7 @@ def _output_stems(images: list[Path]) -> list[str]:
     # Case-folded because a case-insensitive file system would merge "A_0.png" and "a_0.png".
     clashes = sorted(stem for stem, count in Counter(stem.casefold() for stem in stems).items() if count > 1)
     if clashes:
-        raise ValueError(f"images would share degraded file names: {', '.join(clashes)}; rename them")
+        raise BadInput(f"images would share degraded file names: {', '.join(clashes)}; rename them")
     return stems
 
 

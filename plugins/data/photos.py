@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from plugins.errors import BadInput
+
 #: Larger photos are refused before decoding, by the size their header states. This is the limit: Pillow's own
 #: decompression-bomb warning (from 89.5 Mpx) is silenced for the check below, and its error comes at 179 Mpx.
 MAX_PIXELS = 120_000_000
@@ -17,31 +19,32 @@ def load_photo(path: str | Path) -> Image.Image:
     """RGB pixels of `path`, turned upright by its EXIF orientation (phone photos are stored sideways).
 
     16-bit photos are scaled to 8 bits (not clipped), transparency is flattened onto white, CMYK and palette
-    images are converted, and an animated image gives its first frame. Raises `ValueError` naming the file
-    when it is missing, empty, truncated, not an image or too large.
+    images are converted, and an animated image gives its first frame. Raises `BadInput` (a `ValueError`) naming
+    the file when it is missing, empty, truncated, not an image or too large.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such photo")
+        raise BadInput(f"{path}: no such photo")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the file is empty")
+        raise BadInput(f"{path}: the file is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked next
             with Image.open(path) as opened:
                 width, height = opened.size
                 if width * height > MAX_PIXELS:
-                    raise ValueError(f"{path}: {width}x{height} is too large ({width * height / 1e6:.0f} Mpx; "
+                    raise BadInput(f"{path}: {width}x{height} is too large ({width * height / 1e6:.0f} Mpx; "
                                      f"the limit is {MAX_PIXELS / 1e6:.0f} Mpx): downscale it first")
                 opened.seek(0)  # animated: the first frame
                 upright = ImageOps.exif_transpose(opened)
                 upright.load()
                 return _to_rgb(upright)
     except Image.DecompressionBombError:  # over twice Pillow's limit, so over ours too
-        raise ValueError(f"{path}: too large (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; the limit is "
+        # Pillow raises this only while its limit is set (not None)
+        raise BadInput(f"{path}: too large (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; the limit is "  # type: ignore[operator]
                          f"{MAX_PIXELS / 1e6:.0f} Mpx): downscale it first") from None
     except (OSError, UnidentifiedImageError, SyntaxError) as error:  # PIL raises SyntaxError for some bad files
-        raise ValueError(f"{path}: not a readable image ({error})") from None
+        raise BadInput(f"{path}: not a readable image ({error})") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -77,4 +80,5 @@ def sample_photos() -> list[tuple[str, Image.Image]]:
 def with_short_side(image: Image.Image, size: int) -> Image.Image:
     """`image` scaled (up or down, LANCZOS) so that its short side is `size` pixels."""
     scale = size / min(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    size_out = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size_out, Image.Resampling.LANCZOS)

@@ -24,10 +24,12 @@ import torch
 from pydantic import BaseModel
 
 from plugins.diffplugin.errors import ConversionError
-from plugins.diffplugin.plugin import SETTINGS_FILE, PluginSettings, TaskPlugin
+from plugins.diffplugin.plugin import SETTINGS_FILE, TaskPlugin
 from plugins.diffplugin.scb import SCBNet
 from plugins.diffplugin.selector import SelectorHeads
+from plugins.diffplugin.settings import PluginSettings
 from plugins.diffplugin.tpb import TPBNet
+from plugins.errors import FileInTheWay
 
 SELECTOR_FOLDER = "plugin_selector"
 SELECTOR_FILE = "PromptTunner.pt"
@@ -162,9 +164,9 @@ def _check_replaceable(out_dir: Path, source: Path, overwrite: bool) -> None:
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+        raise FileInTheWay(f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
     if not any((out_dir / marker).is_file() for marker in (SETTINGS_FILE, "config.json")):
-        raise FileExistsError(f"{out_dir} does not look like a converted plugin folder; refusing to replace it even "
+        raise FileInTheWay(f"{out_dir} does not look like a converted plugin folder; refusing to replace it even "
                               "with --overwrite. Choose a new output folder.")
 
 

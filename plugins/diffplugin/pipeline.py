@@ -6,22 +6,29 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
+
+# From their defining modules: diffusers' top level shows type checkers placeholder classes.
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+from diffusers.utils.outputs import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPVisionModel
 
 from plugins.diffplugin.hardware import default_dtype, pick_device
 from plugins.diffplugin.plugin import TaskPlugin, check_compatible
 from plugins.diffplugin.scb import SCBNet
+from plugins.errors import BadInput
 
 DEFAULT_BASE = "CompVis/stable-diffusion-v1-4"
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-large-patch14"
@@ -40,14 +47,36 @@ SCB_BATCH_BYTES_CPU = 128 * 2**20
 
 ResizeMode = Literal["min", "exact"]
 ChainClip = Literal["original", "current"]
-StepCallback = Callable[["DiffPluginPipeline", dict[str, Any]], None]
+#: diffusers' `callback_on_step_end`: called after every denoising step with the pipeline, the step index in this
+#: plugin's loop, the timestep and the tensors named in `callback_on_step_end_tensor_inputs`; what it returns
+#: under those names replaces them for the next step.
+StepEndCallback = Callable[["DiffPluginPipeline", int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+#: Restored photos by `output_type`: PIL images ("pil"), a numpy array ("np") or a tensor ("pt").
+PipelineImages = list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
 @dataclass
 class DiffPluginPipelineOutput(BaseOutput):
     """`images`: the restored photo(s), as PIL images, a numpy array or a tensor by `output_type`."""
 
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    images: PipelineImages
+
+
+class DenoisingScheduler(Protocol):
+    """What the denoising loop uses of a diffusers scheduler (their SchedulerMixin base declares none of it)."""
+
+    timesteps: torch.Tensor
+    init_noise_sigma: float
+    config: dict[str, Any]
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None: ...
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                  ) -> torch.Tensor: ...
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor) -> SchedulerOutput: ...
 
 
 class DiffPluginPipeline(DiffusionPipeline):
@@ -71,7 +100,17 @@ class DiffPluginPipeline(DiffusionPipeline):
         ```
     """
 
-    model_cpu_offload_seq = "image_encoder->unet->vae"
+    model_cpu_offload_seq = "image_encoder->unet->vae"  # type: ignore[assignment]  # diffusers types it as None
+    #: What `callback_on_step_end` may read and replace. The prompt and the SCB condition are left out: a run's
+    #: SCB residuals are computed from them ahead of the loop (`scb_residuals`), so changing them mid-loop would
+    #: reach the UNet but not the SCB.
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
+    # What `register_modules` sets (diffusers' pipeline would otherwise type every component as Any)
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    scheduler: DenoisingScheduler
+    image_encoder: CLIPVisionModel
+    feature_extractor: CLIPImageProcessor
 
     def __init__(
         self,
@@ -82,22 +121,42 @@ class DiffPluginPipeline(DiffusionPipeline):
         feature_extractor: CLIPImageProcessor,
     ) -> None:
         super().__init__()
-        self.register_modules(
+        self.register_modules(  # type: ignore[no-untyped-call]  # diffusers leaves it unannotated
             vae=vae, unet=unet, scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor
         )
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = 2 ** (len(self.vae.config["block_out_channels"]) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.denoiser: Callable[..., torch.Tensor] = predict_noise
         #: Timesteps per SCB call: `None` batches a run's residuals within a memory budget (`scb_batch_size`); 1
         #: runs the SCB inside every denoiser call (the per-step path, which `compile_denoiser` fuses into one graph).
         self.scb_batch: int | None = None
+        # diffusers' loop state, read through the properties below (a step-end callback sets `_interrupt`)
+        self._interrupt = False
+        self._num_timesteps = 0
+        self._plugin_index = 0
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` in `callback_on_step_end` to stop after this step: no later step or plugin
+        runs, and the call returns what the latents hold now, decoded."""
+        return self._interrupt
+
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps of the plugin running now."""
+        return self._num_timesteps
+
+    @property
+    def plugin_index(self) -> int:
+        """Position in `plugins` of the plugin running now."""
+        return self._plugin_index
 
     def compile_denoiser(self) -> None:
         """Run every denoiser call (SCB + UNet) as one `torch.compile`d CUDA graph: ~3x faster per photo on an
         H200 (docs/benchmarks.md). The first call per plugin and photo size compiles (about a minute); later
         calls replay. CUDA only."""
         if self.device.type != "cuda":
-            raise ValueError(f"compiling the denoiser needs a CUDA GPU; this pipeline is on {self.device.type}.")
+            raise BadInput(f"compiling the denoiser needs a CUDA GPU; this pipeline is on {self.device.type}.")
         # One graph for both: separate graphs would let the SCB's next replay overwrite residuals the UNet's graph
         # still reads. The output is cloned because UniPC keeps past outputs across steps.
         graphed = torch.compile(predict_noise, mode="reduce-overhead")
@@ -132,7 +191,7 @@ class DiffPluginPipeline(DiffusionPipeline):
             pipe = cls.from_pretrained(base, dtype=dtype)
         else:
             if image_encoder is None:
-                raise ValueError(f"{base} holds no image encoder: pass the CLIP vision model as image_encoder.")
+                raise BadInput(f"{base} holds no image encoder: pass the CLIP vision model as image_encoder.")
             pipe = cls(
                 vae=AutoencoderKL.from_pretrained(base, subfolder="vae", dtype=dtype),
                 unet=UNet2DConditionModel.from_pretrained(base, subfolder="unet", dtype=dtype),
@@ -157,23 +216,27 @@ class DiffPluginPipeline(DiffusionPipeline):
         f = self.vae_scale_factor
         w, h = round(width * scale) // f * f, round(height * scale) // f * f
         if w < f or h < f:
-            raise ValueError(f"image {width}x{height} is too small to process (needs at least {f} px a side).")
+            raise BadInput(f"image {width}x{height} is too small to process (needs at least {f} px a side).")
         return w, h
 
     def encode_clip_tokens(self, image: PIL.Image.Image) -> torch.Tensor:
         """CLIP last-layer patch tokens of `image` (CLS dropped): [1, N, hidden]."""
         pixels = self.feature_extractor(images=image, return_tensors="pt").pixel_values
         pixels = pixels.to(device=self._execution_device, dtype=self.image_encoder.dtype)
-        return self.image_encoder(pixel_values=pixels).last_hidden_state[:, 1:]
+        tokens: torch.Tensor = self.image_encoder(pixel_values=pixels).last_hidden_state
+        return tokens[:, 1:]
 
     def encode_condition(self, image: torch.Tensor) -> torch.Tensor:
         """Scaled VAE posterior mean of `image` ([-1, 1], [B, 3, H, W]): the SCB's condition."""
         image = image.to(device=self._execution_device, dtype=self.vae.dtype)
-        return self.vae.encode(image).latent_dist.mean * self.vae.config.scaling_factor
+        mean: torch.Tensor = self.vae.encode(image).latent_dist.mean
+        scale: float = self.vae.config["scaling_factor"]
+        return mean * scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(latents).sample.clamp(-1, 1)
+        latents = latents.to(self.vae.dtype) / self.vae.config["scaling_factor"]
+        decoded: torch.Tensor = self.vae.decode(latents).sample
+        return decoded.clamp(-1, 1)
 
     def restore_latents(
         self,
@@ -183,11 +246,12 @@ class DiffPluginPipeline(DiffusionPipeline):
         num_inference_steps: int,
         generator: torch.Generator | None = None,
         conditioning_scale: float = 1.0,
-        callback: StepCallback | None = None,
-        plugin_index: int = 0,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run one plugin's denoising loop on `image` ([-1, 1]); returns the final latents.
+        """Run one plugin's denoising loop on `image` ([-1, 1]); returns the final latents, or the latents of the
+        step after which `interrupt` was set.
 
         `condition` replaces the VAE latent of `image` as the SCB's input (a chain passing latents on)."""
         device, dtype = self._execution_device, self.unet.dtype
@@ -196,30 +260,35 @@ class DiffPluginPipeline(DiffusionPipeline):
         if condition is None:
             condition = self.encode_condition(image)
         cond = condition.to(dtype)  # the VAE may run in another dtype (e.g. upcast to fp32)
-        noise = randn_tensor(cond.shape, generator=generator, device=device, dtype=dtype)
+        noise: torch.Tensor = randn_tensor(cond.shape, generator=generator, device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
         pure_noise = plugin.settings.start == "noise"
         latents = noise * self.scheduler.init_noise_sigma
         batched = None if self.scb_batch == 1 else \
             scb_residuals(plugin.scb, cond, timesteps, prompt, conditioning_scale, self.scb_batch)
 
         for i, t in enumerate(self.progress_bar(timesteps)):
+            if self.interrupt:
+                break
             if not pure_noise and t >= plugin.settings.time_threshold:
                 latents = self.scheduler.add_noise(cond, noise, t.reshape(1))
             noise_pred = self.denoiser(self.unet, plugin.scb, self.scheduler.scale_model_input(latents, t), t,
                                        prompt, cond, conditioning_scale,
                                        residuals=None if batched is None else next(batched))
             latents = self.scheduler.step(noise_pred, t, latents).prev_sample
-            if callback is not None:
-                callback(self, {"plugin_index": plugin_index, "task": plugin.task, "step": i,
-                                "num_steps": len(timesteps), "timestep": int(t), "latents": latents})
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents}
+                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                latents = outputs.pop("latents", latents)
         return latents
 
     def check_inputs(self, image: Any, plugins: Sequence[TaskPlugin], num_inference_steps: int | None,
                      chain_num_inference_steps: int, output_size: str, resize_mode: str,
-                     chain_clip: str = "original") -> None:
+                     chain_clip: str = "original", callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",)
+                     ) -> None:
         if not isinstance(image, (PIL.Image.Image, np.ndarray)):
             raise TypeError(f"image must be a PIL image or an HxWx3 numpy array, not {type(image).__name__}.")
         if not plugins:
@@ -238,6 +307,10 @@ class DiffPluginPipeline(DiffusionPipeline):
             raise ValueError(f"output_size must be 'input' or 'processed', got {output_size!r}.")
         if resize_mode not in ("min", "exact"):
             raise ValueError(f"resize_mode must be 'min' or 'exact', got {resize_mode!r}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, "
+                             f"got {unknown}.")
 
     # ------------------------------------------------------------------ entry point
     @torch.no_grad()
@@ -253,12 +326,13 @@ class DiffPluginPipeline(DiffusionPipeline):
         output_size: Literal["input", "processed"] = "input",
         conditioning_scale: float = 1.0,
         output_type: Literal["pil", "np", "pt"] = "pil",
-        callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         chain_latents: bool = False,
         chain_clip: ChainClip = "original",
         clip_image: PIL.Image.Image | None = None,
         return_dict: bool = True,
-    ) -> DiffPluginPipelineOutput | tuple:
+    ) -> DiffPluginPipelineOutput | tuple[PipelineImages]:
         r"""Restore `image` with `plugins`, in the order given.
 
         Args:
@@ -273,9 +347,15 @@ class DiffPluginPipeline(DiffusionPipeline):
                 or at the processed size (`"processed"`, as the official code does).
             conditioning_scale (`float`, *optional*, defaults to 1.0): Multiplier on the SCB residuals.
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
-            callback (`Callable`, *optional*): Called after every denoising step with the pipeline and a dict
-                (`plugin_index`, `task`, `step`, `num_steps`, `timestep`, `latents`). An exception it raises
-                stops the call (how a caller cancels between steps).
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*): Called
+                after every denoising step of every plugin as `callback_on_step_end(pipe, step, timestep,
+                callback_kwargs)`, diffusers' contract: `step` counts within the running plugin's loop
+                (`pipe.plugin_index` says which plugin, `pipe.num_timesteps` how many steps it has),
+                `callback_kwargs` holds the tensors named in `callback_on_step_end_tensor_inputs`, and the dict
+                it returns replaces them. Setting `pipe._interrupt = True` stops the call after this step (see
+                `interrupt`); an exception it raises stops it with no result.
+            callback_on_step_end_tensor_inputs (`list`, *optional*, defaults to `["latents"]`): Tensors passed to
+                `callback_on_step_end`, from `_callback_tensor_inputs`.
             chain_latents (`bool`, *optional*, defaults to `False`): A later plugin takes the previous one's final
                 latents as its SCB condition, skipping a VAE decode and encode per link. The official chain
                 decodes and re-encodes (`False`).
@@ -287,8 +367,11 @@ class DiffPluginPipeline(DiffusionPipeline):
         """
         # 1. Check inputs
         plugins = [plugins] if isinstance(plugins, TaskPlugin) else list(plugins)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(image, plugins, num_inference_steps, chain_num_inference_steps, output_size, resize_mode,
-                          chain_clip)
+                          chain_clip, callback_on_step_end_tensor_inputs)
+        self._interrupt = False
         if isinstance(image, np.ndarray):
             image = PIL.Image.fromarray(image)
         image = image.convert("RGB")
@@ -303,13 +386,16 @@ class DiffPluginPipeline(DiffusionPipeline):
         # 4. Run each plugin on the previous output
         condition = None
         for index, plugin in enumerate(plugins):
+            if self.interrupt:
+                break
+            self._plugin_index = index
             steps = (num_inference_steps or plugin.settings.num_inference_steps) if index == 0 \
                 else chain_num_inference_steps
             if index and chain_clip == "current":
                 clip_tokens = self.encode_clip_tokens(self.image_processor.postprocess(current)[0])
             latents = self.restore_latents(plugin, current, clip_tokens, steps, generator, conditioning_scale,
-                                           callback, index, condition)
-            last = index == len(plugins) - 1
+                                           callback_on_step_end, callback_on_step_end_tensor_inputs, condition)
+            last = index == len(plugins) - 1 or self.interrupt
             condition = latents if chain_latents and not last else None
             if condition is None or chain_clip == "current":
                 current = self.decode(latents)
@@ -319,7 +405,7 @@ class DiffPluginPipeline(DiffusionPipeline):
             current = F.interpolate(current.float(), size=(image.height, image.width), mode="bicubic",
                                     antialias=True, align_corners=False).clamp(-1, 1)
         images = self.image_processor.postprocess(current, output_type=output_type)
-        self.maybe_free_model_hooks()
+        self.maybe_free_model_hooks()  # type: ignore[no-untyped-call]  # diffusers leaves it unannotated
         if not return_dict:
             return (images,)
         return DiffPluginPipelineOutput(images=images)
@@ -329,7 +415,8 @@ def count_skips(unet: UNet2DConditionModel) -> int:
     """How many skip tensors the UNet's encoder keeps (12 for SD-1.x)."""
     count = 1  # conv_in
     for block in unet.down_blocks:
-        count += len(block.resnets) + len(block.downsamplers or [])
+        # torch types a submodule attribute as `Tensor | Module`; these are ModuleLists (or None)
+        count += len(block.resnets) + len(block.downsamplers or [])  # type: ignore[arg-type]
     return count
 
 
@@ -356,13 +443,14 @@ def predict_noise(
     # Scalar zeros for the other skips and the mid block keep diffusers (>= 0.19) on its ControlNet path.
     zero = torch.zeros((), device=latents.device, dtype=unet.dtype)
     padding = (zero,) * (count_skips(unet) - len(residuals))
-    return unet(
+    noise: torch.Tensor = unet(
         latents,
         timestep,
         encoder_hidden_states=prompt,
         down_block_additional_residuals=residuals + padding,
         mid_block_additional_residual=zero,
     ).sample
+    return noise
 
 
 def scb_batch_size(latent_shape: Sequence[int], channels: int, dtype: torch.dtype, device: torch.device,
@@ -391,7 +479,7 @@ def scb_residuals(
     of per step; chunks are computed as they are needed, so at most one chunk is held. `per_call=None` batches as
     many as `scb_batch_size` allows at this latent size; 1 is the per-step path."""
     if per_call is None:
-        per_call = scb_batch_size(cond.shape, scb.config.block_out_channels[0], cond.dtype, cond.device)
+        per_call = scb_batch_size(cond.shape, scb.config["block_out_channels"][0], cond.dtype, cond.device)
     if per_call < 1:
         raise ValueError(f"per_call must be >= 1, got {per_call}.")
     for start in range(0, len(timesteps), per_call):

@@ -20,9 +20,11 @@ import torch
 from plugins.diffplugin.scb import SCBNet
 from plugins.diffplugin.settings import PluginSettings
 from plugins.diffplugin.tpb import TPBNet
+from plugins.errors import BadInput, MissingFile
 
 if TYPE_CHECKING:
-    from diffusers import UNet2DConditionModel
+    # diffusers' top level shows type checkers placeholder classes: the defining modules give the real ones
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPVisionModel
 
 SETTINGS_FILE = "plugin.json"
@@ -51,9 +53,9 @@ class TaskPlugin:
         """Move both branches; a no-op when they are already there (diffusers warns on every dtype cast)."""
         for module in (self.tpb, self.scb):
             if device is not None and module.device != torch.device(device):
-                module.to(device=device)
+                module.to(device=device)  # type: ignore[call-arg]  # typeshed's functools.wraps loses `self`
             if dtype is not None and module.dtype != dtype:
-                module.to(dtype=dtype)
+                module.to(dtype=dtype)  # type: ignore[call-arg]  # (diffusers wraps ModelMixin.to)
         return self
 
     @classmethod
@@ -61,7 +63,7 @@ class TaskPlugin:
         cls, unet: UNet2DConditionModel, image_encoder: CLIPVisionModel, task: str, seed: int | None = None
     ) -> TaskPlugin:
         """A new, untrained plugin whose shapes fit `unet` and `image_encoder` (zero-initialised output convs)."""
-        heads = unet.config.attention_head_dim
+        heads = unet.config["attention_head_dim"]
         heads = heads[0] if isinstance(heads, (list, tuple)) else heads
         if seed is None:
             return cls._build(unet, image_encoder, task, heads)
@@ -72,16 +74,16 @@ class TaskPlugin:
     @classmethod
     def _build(cls, unet: UNet2DConditionModel, image_encoder: CLIPVisionModel, task: str, heads: int) -> TaskPlugin:
         tpb = TPBNet(
-            clip_v_dim=image_encoder.config.hidden_size, cross_attention_dim=unet.config.cross_attention_dim
+            clip_v_dim=image_encoder.config.hidden_size, cross_attention_dim=unet.config["cross_attention_dim"]
         )
         scb = SCBNet(
-            in_channels=unet.config.in_channels,
-            block_out_channels=(unet.config.block_out_channels[0],),
-            layers_per_block=unet.config.layers_per_block,
-            cross_attention_dim=unet.config.cross_attention_dim,
+            in_channels=unet.config["in_channels"],
+            block_out_channels=(unet.config["block_out_channels"][0],),
+            layers_per_block=unet.config["layers_per_block"],
+            cross_attention_dim=unet.config["cross_attention_dim"],
             attention_head_dim=heads,
-            norm_num_groups=unet.config.norm_num_groups,
-            norm_eps=unet.config.norm_eps,
+            norm_num_groups=unet.config["norm_num_groups"],
+            norm_eps=unet.config["norm_eps"],
         )
         return cls(tpb, scb, PluginSettings.for_task(task))
 
@@ -93,7 +95,7 @@ class TaskPlugin:
         settings_file = path / SETTINGS_FILE
         if settings is None:
             if not settings_file.is_file():
-                raise FileNotFoundError(
+                raise MissingFile(
                     f"{path} is not a Task-Plugin folder: {SETTINGS_FILE} is missing. Official releases must be "
                     "converted first: `diffplugin models convert OFFICIAL_DIR -o OUT`."
                 )
@@ -115,21 +117,22 @@ def check_compatible(plugin: TaskPlugin, unet: UNet2DConditionModel, image_encod
     """Raise a ValueError that names the mismatch when `plugin` cannot run on this base model."""
     problems = []
     tpb, scb = plugin.tpb.config, plugin.scb.config
-    if tpb.clip_v_dim != image_encoder.config.hidden_size:
-        problems.append(f"TPB expects {tpb.clip_v_dim}-d CLIP tokens, the image encoder gives "
+    if tpb["clip_v_dim"] != image_encoder.config.hidden_size:
+        problems.append(f"TPB expects {tpb['clip_v_dim']}-d CLIP tokens, the image encoder gives "
                         f"{image_encoder.config.hidden_size}")
-    if tpb.cross_attention_dim != unet.config.cross_attention_dim:
-        problems.append(f"TPB prompt width {tpb.cross_attention_dim} != UNet cross_attention_dim "
-                        f"{unet.config.cross_attention_dim}")
-    if scb.cross_attention_dim != tpb.cross_attention_dim:
-        problems.append(f"SCB cross_attention_dim {scb.cross_attention_dim} != TPB width {tpb.cross_attention_dim}")
-    if scb.block_out_channels[0] != unet.config.block_out_channels[0]:
-        problems.append(f"SCB width {scb.block_out_channels[0]} != UNet first block width "
-                        f"{unet.config.block_out_channels[0]}")
-    if scb.layers_per_block != unet.config.layers_per_block:
-        problems.append(f"SCB gives {scb.layers_per_block + 1} residuals, the UNet has "
-                        f"{unet.config.layers_per_block + 1} full-resolution skips")
-    if scb.in_channels != unet.config.in_channels:
-        problems.append(f"SCB takes {scb.in_channels}-channel latents, the UNet {unet.config.in_channels}")
+    if tpb["cross_attention_dim"] != unet.config["cross_attention_dim"]:
+        problems.append(f"TPB prompt width {tpb['cross_attention_dim']} != UNet cross_attention_dim "
+                        f"{unet.config['cross_attention_dim']}")
+    if scb["cross_attention_dim"] != tpb["cross_attention_dim"]:
+        problems.append(f"SCB cross_attention_dim {scb['cross_attention_dim']} != TPB width "
+                        f"{tpb['cross_attention_dim']}")
+    if scb["block_out_channels"][0] != unet.config["block_out_channels"][0]:
+        problems.append(f"SCB width {scb['block_out_channels'][0]} != UNet first block width "
+                        f"{unet.config['block_out_channels'][0]}")
+    if scb["layers_per_block"] != unet.config["layers_per_block"]:
+        problems.append(f"SCB gives {scb['layers_per_block'] + 1} residuals, the UNet has "
+                        f"{unet.config['layers_per_block'] + 1} full-resolution skips")
+    if scb["in_channels"] != unet.config["in_channels"]:
+        problems.append(f"SCB takes {scb['in_channels']}-channel latents, the UNet {unet.config['in_channels']}")
     if problems:
-        raise ValueError(f"plugin '{plugin.task}' does not fit this base model: " + "; ".join(problems))
+        raise BadInput(f"plugin '{plugin.task}' does not fit this base model: " + "; ".join(problems))

@@ -12,7 +12,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from plugins.diffplugin.convert import SELECTOR_FILE, SELECTOR_FOLDER, ConvertedItem, convert_official
 from plugins.diffplugin.errors import PullError
+from plugins.diffplugin.layout import BASE_FOLDER, PLUGINS_FOLDER, SELECTOR_TEXT_FOLDER
 from plugins.diffplugin.pipeline import (
     DEFAULT_BASE,
     DEFAULT_IMAGE_ENCODER,
@@ -27,6 +28,7 @@ from plugins.diffplugin.pipeline import (
     _is_complete_pipeline_folder,
 )
 from plugins.diffplugin.plugin import SETTINGS_FILE
+from plugins.progress import Progress, ProgressEvent
 from registry.tasks import OFFICIAL
 
 #: Where the official release keeps its weights (committed to the git repository itself, spec §3).
@@ -34,16 +36,9 @@ OFFICIAL_URL = "https://github.com/yuhaoliu7456/Diff-Plugin/raw/main/pre-trained
 OFFICIAL_TASKS = OFFICIAL  # the tasks the official release has weights for
 OFFICIAL_TASK_FILES = ("scb/config.json", "scb/diffusion_pytorch_model.bin", "tpb.pt")
 
-BASE_FOLDER = "base"
-PLUGINS_FOLDER = "plugins"
-#: SD's text encoder and tokenizer (`text_encoder/`, `tokenizer/`), which the paper's Plugin-Selector scores with.
-SELECTOR_TEXT_FOLDER = "selector_text"
 
 #: How long to wait for the hub to accept a connection before calling it unreachable.
 HUB_PROBE_TIMEOUT_S = 10
-
-#: (what, bytes done, bytes total or None) -> None
-DownloadProgress = Callable[[str, int, int | None], None]
 
 
 class PullResult(BaseModel):
@@ -149,7 +144,7 @@ def pull_selector_text(base: str | Path, out_dir: Path) -> Path | None:
     return out_dir
 
 
-def download_official(url: str, tasks: Sequence[str], dest: Path, progress: DownloadProgress | None = None) -> Path:
+def download_official(url: str, tasks: Sequence[str], dest: Path, progress: Progress | None = None) -> Path:
     """Download the official files of `tasks` (and the selector) from `url` into `dest`, laid out as published."""
     files = [f"{task}/{name}" for task in tasks for name in OFFICIAL_TASK_FILES]
     files.append(f"{SELECTOR_FOLDER}/{SELECTOR_FILE}")
@@ -165,7 +160,7 @@ def download_official(url: str, tasks: Sequence[str], dest: Path, progress: Down
                     out.write(chunk)
                     done += len(chunk)
                     if progress:
-                        progress(relative, done, total)
+                        progress(ProgressEvent("download", done, total, relative))
         except (urllib.error.URLError, OSError) as err:
             raise PullError(
                 f"could not download {address}: {err}; without internet access here, clone "
@@ -182,7 +177,7 @@ def pull(
     official: str | None = OFFICIAL_URL,
     tasks: Sequence[str] = OFFICIAL_TASKS,
     overwrite: bool = False,
-    progress: DownloadProgress | None = None,
+    progress: Progress | None = None,
 ) -> PullResult:
     """Fetch and convert into `models_dir`: `base/` (a complete pipeline folder), `selector_text/` (the base's
     text encoder and tokenizer, when it has them), `plugins/<task>/` and `plugin_selector/`. What is already

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import get_down_block
-from diffusers.utils import BaseOutput
+from diffusers.utils.outputs import BaseOutput
 from torch import nn
+
+from plugins.diffplugin.modeling import register_to_config
 
 SUPPORTED_DOWN_BLOCK = "CrossAttnDownBlock2D"
 
@@ -26,7 +28,7 @@ class SCBOutput(BaseOutput):
     down_block_res_samples: tuple[torch.Tensor, ...]
 
 
-class SCBNet(ModelMixin, ConfigMixin):
+class SCBNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers: bases disagree on config_name
     r"""The Spatial Complement Branch of a Diff-Plugin Task-Plugin.
 
     Its output depends only on the degraded latent, the timestep and the task prompt, never on the noisy latent
@@ -65,7 +67,7 @@ class SCBNet(ModelMixin, ConfigMixin):
         only_cross_attention: bool = False,
         upcast_attention: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # diffusers' ModelMixin.__init__ is unannotated
         if len(block_out_channels) != 1 or tuple(down_block_types) != (SUPPORTED_DOWN_BLOCK,):
             raise ValueError(
                 "SCBNet supports exactly one block: block_out_channels=(C,) and "
@@ -101,12 +103,12 @@ class SCBNet(ModelMixin, ConfigMixin):
             ]
         )
         # Zero-initialised so that an untrained plugin leaves the UNet's output unchanged.
-        self.controlnet_down_blocks = nn.ModuleList(
-            [nn.Conv2d(channels, channels, kernel_size=1) for _ in range(layers_per_block + 1)]
-        )
-        for conv in self.controlnet_down_blocks:
+        convs = [nn.Conv2d(channels, channels, kernel_size=1) for _ in range(layers_per_block + 1)]
+        for conv in convs:
+            assert conv.bias is not None  # Conv2d has one unless asked not to
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
+        self.controlnet_down_blocks = nn.ModuleList(convs)
 
     def forward(
         self,

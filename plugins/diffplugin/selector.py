@@ -13,10 +13,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
+
+from plugins.diffplugin.modeling import register_to_config
+from plugins.errors import BadInput, MissingFile
 
 __all__ = ["NULL_PROMPT", "PaperSelector", "SelectorHeads"]
 
@@ -24,7 +27,7 @@ __all__ = ["NULL_PROMPT", "PaperSelector", "SelectorHeads"]
 NULL_PROMPT = " "
 
 
-class SelectorHeads(ModelMixin, ConfigMixin):
+class SelectorHeads(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers: bases disagree on config_name
     r"""Visual and text projection heads of the Plugin-Selector.
 
     Args:
@@ -34,7 +37,7 @@ class SelectorHeads(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, embed_dim: int = 768, logit_scale_init: float = math.log(1 / 0.07)) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # diffusers' ModelMixin.__init__ is unannotated
         self.logit_scale = nn.Parameter(torch.tensor(logit_scale_init))
         self.proj_v = nn.Linear(embed_dim, embed_dim)
         self.proj_t = nn.Linear(embed_dim, embed_dim)
@@ -70,14 +73,14 @@ class PaperSelector:
         self.tokenizer = tokenizer
         check_tokenizer(tokenizer, "tokenizer")
         hidden = text_encoder.config.hidden_size
-        if heads.config.embed_dim != hidden:
-            raise ValueError(
-                f"the selector heads expect {heads.config.embed_dim}-d features but the text encoder gives "
+        if heads.config["embed_dim"] != hidden:
+            raise BadInput(
+                f"the selector heads expect {heads.config['embed_dim']}-d features but the text encoder gives "
                 f"{hidden}-d ones: use the text encoder of the base model the selector was trained with "
                 "(SD-1.x, 768-d)."
             )
         if len(tokenizer) > text_encoder.config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the text encoder only "
+            raise BadInput(f"the tokenizer has {len(tokenizer)} tokens but the text encoder only "
                              f"{text_encoder.config.vocab_size} embeddings: they come from different models.")
 
     @classmethod
@@ -99,7 +102,7 @@ class PaperSelector:
         """
         selector_dir = Path(selector_dir)
         if not (selector_dir / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{selector_dir}: no config.json, so not a converted Plugin-Selector folder. Convert the official "
                 "plugin_selector/PromptTunner.pt with `diffplugin models convert` (or `diffplugin models pull`)."
             )
@@ -108,7 +111,7 @@ class PaperSelector:
         if local.is_dir():
             for needed in (local / "text_encoder" / "config.json", local / "tokenizer"):
                 if not needed.exists():
-                    raise FileNotFoundError(
+                    raise MissingFile(
                         f"{local}: no {needed.relative_to(local)}. Pass a folder holding the SD-1.x text_encoder/ "
                         "and tokenizer/ (`diffplugin models pull` writes one as models/selector_text/)."
                     )
@@ -116,15 +119,15 @@ class PaperSelector:
             text_encoder = CLIPTextModel.from_pretrained(text_encoder_dir, subfolder="text_encoder", dtype=dtype)
             tokenizer = CLIPTokenizer.from_pretrained(text_encoder_dir, subfolder="tokenizer")
         except OSError as err:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{text_encoder_dir}: could not load text_encoder/ and tokenizer/ from it: "
                 f"{str(err).splitlines()[0]}"
             ) from err
         check_tokenizer(tokenizer, f"{text_encoder_dir}/tokenizer")
         heads = SelectorHeads.from_pretrained(selector_dir, dtype=dtype)
         selector = cls(heads, text_encoder, tokenizer)
-        selector.heads.to(device=device)
-        selector.text_encoder.to(device=device)
+        selector.heads.to(device=device)  # type: ignore[call-arg]  # typeshed's functools.wraps loses `self`
+        selector.text_encoder.to(device=device)  # type: ignore[call-arg]  # (diffusers and transformers wrap `to`)
         selector.heads.eval()
         selector.text_encoder.eval()
         return selector
@@ -143,7 +146,8 @@ class PaperSelector:
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         output = self.text_encoder(input_ids=tokens.input_ids.to(self.text_encoder.device))
-        return output.pooler_output.to(device=self.device, dtype=self.dtype)
+        pooled: torch.Tensor = output.pooler_output
+        return pooled.to(device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def scores(self, text: str, prompts: Mapping[str, torch.Tensor]) -> dict[str | None, float]:
@@ -161,9 +165,9 @@ class PaperSelector:
         for task, prompt in prompts.items():
             if prompt.ndim == 3 and prompt.shape[0] == 1:
                 prompt = prompt[0]
-            if prompt.ndim != 2 or prompt.shape[-1] != self.heads.config.embed_dim:
-                raise ValueError(f"prompts[{task!r}]: expected [N, {self.heads.config.embed_dim}] or "
-                                 f"[1, N, {self.heads.config.embed_dim}], got {list(prompt.shape)}.")
+            if prompt.ndim != 2 or prompt.shape[-1] != self.heads.config["embed_dim"]:
+                raise ValueError(f"prompts[{task!r}]: expected [N, {self.heads.config['embed_dim']}] or "
+                                 f"[1, N, {self.heads.config['embed_dim']}], got {list(prompt.shape)}.")
             stacked.append(prompt.to(device=self.device, dtype=self.dtype))
         if len({p.shape[0] for p in stacked}) > 1:
             raise ValueError(f"prompts: token counts differ ({[p.shape[0] for p in stacked]}); every plugin's TPB "
@@ -208,7 +212,7 @@ def check_tokenizer(tokenizer: CLIPTokenizer, where: str) -> None:
     """
     probe = tokenizer("remove the rain", add_special_tokens=False).input_ids
     if len(tokenizer) <= 2 or not probe or all(i == tokenizer.unk_token_id for i in probe):
-        raise ValueError(
+        raise BadInput(
             f"{where}: the tokenizer has {len(tokenizer)} tokens and cannot tokenize text; its vocab.json and "
             "merges.txt (or tokenizer.json) are missing. Pass the SD-1.x tokenizer/ folder."
         )

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+
+# From their defining modules: diffusers' top level shows type checkers placeholder classes.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 from transformers import (
     CLIPImageProcessor,
     CLIPTextConfig,
@@ -219,6 +223,6 @@ def _write_tiny_tokenizer(folder: Path) -> CLIPTokenizer:
     (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     # Loaded back from the two files, as SD-1.x repositories ship them; saving adds tokenizer_config.json
     # (model_max_length, special tokens) and tokenizer.json, so from_pretrained round-trips.
-    tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=_CLIP_MAX_LENGTH)
+    tokenizer: CLIPTokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=_CLIP_MAX_LENGTH)
     tokenizer.save_pretrained(folder)
     return tokenizer

@@ -7,12 +7,14 @@ so official ``tpb.pt`` files load without renaming.
 from __future__ import annotations
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from plugins.diffplugin.modeling import register_to_config
 
-class TPBNet(ModelMixin, ConfigMixin):
+
+class TPBNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers: bases disagree on config_name
     r"""Maps CLIP vision patch tokens to a task prompt that replaces the text conditioning.
 
     Args:
@@ -34,7 +36,7 @@ class TPBNet(ModelMixin, ConfigMixin):
         num_cross_proj_layers: int = 2,
         negative_slope: float = 0.01,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # diffusers' ModelMixin.__init__ is unannotated
         layers: list[nn.Module] = []
         for _ in range(num_cross_proj_layers):
             layers += [
@@ -47,4 +49,5 @@ class TPBNet(ModelMixin, ConfigMixin):
 
     def forward(self, patch_tokens: torch.Tensor) -> torch.Tensor:
         """`patch_tokens` [B, N, clip_v_dim] (CLIP's last hidden state without CLS) -> prompt [B, N, cross_dim]."""
-        return self.visual_projection(patch_tokens)
+        prompt: torch.Tensor = self.visual_projection(patch_tokens)
+        return prompt

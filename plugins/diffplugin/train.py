@@ -12,9 +12,8 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import PIL.Image
@@ -26,8 +25,21 @@ from torch.utils.data import DataLoader, Dataset
 
 from plugins.data.pairs import Pair, read_pairs
 from plugins.data.photos import load_photo
-from plugins.diffplugin.pipeline import DEFAULT_BASE, DEFAULT_IMAGE_ENCODER, DiffPluginPipeline, predict_noise
-from plugins.diffplugin.plugin import PluginSettings, TaskPlugin, check_compatible
+from plugins.diffplugin.pipeline import (
+    DEFAULT_BASE,
+    DEFAULT_IMAGE_ENCODER,
+    DiffPluginPipeline,
+    DiffPluginPipelineOutput,
+    predict_noise,
+)
+from plugins.diffplugin.plugin import TaskPlugin, check_compatible
+from plugins.diffplugin.settings import PluginSettings
+from plugins.errors import FileInTheWay, MissingFile
+
+if TYPE_CHECKING:  # loaded by `train_plugin` only: importing them is slow
+    from accelerate import Accelerator
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+    from transformers import CLIPImageProcessor
 
 CHECKPOINT_PREFIX = "checkpoint-"
 FINAL_PLUGIN_FOLDER = "plugin"
@@ -76,14 +88,14 @@ class TrainResult(BaseModel):
     validation_losses: dict[int, float]
 
 
-class PairedImageDataset(Dataset):
+class PairedImageDataset(Dataset[dict[str, torch.Tensor]]):
     """Clean and degraded pixels in [-1, 1] at `resolution`², plus CLIP pixels of the degraded photo.
 
     CLIP pixels come from the pipeline's own `CLIPImageProcessor`, so training and inference see the same
     preprocessing (the official code resizes to 224² in training but centre-crops at inference).
     """
 
-    def __init__(self, pairs: list[Pair], resolution: int, feature_extractor: Callable) -> None:
+    def __init__(self, pairs: list[Pair], resolution: int, feature_extractor: CLIPImageProcessor) -> None:
         self.pairs = pairs
         self.resolution = resolution
         self.feature_extractor = feature_extractor
@@ -92,7 +104,7 @@ class PairedImageDataset(Dataset):
         return len(self.pairs)
 
     def _pixels(self, image: PIL.Image.Image) -> torch.Tensor:
-        image = image.resize((self.resolution, self.resolution), PIL.Image.BILINEAR)
+        image = image.resize((self.resolution, self.resolution), PIL.Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -106,7 +118,7 @@ def plugin_loss(
     pipe: DiffPluginPipeline,
     plugin: TaskPlugin,
     batch: dict[str, torch.Tensor],
-    noise_scheduler,
+    noise_scheduler: DDPMScheduler,
     generator: torch.Generator | None = None,
     timesteps: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -115,23 +127,24 @@ def plugin_loss(
     dtype = vae.dtype
     with torch.no_grad():
         clean = batch["clean"].to(pipe.device, dtype)
-        latents = vae.encode(clean).latent_dist.sample(generator) * vae.config.scaling_factor
+        latents = vae.encode(clean).latent_dist.sample(generator) * vae.config["scaling_factor"]
         cond = pipe.encode_condition(batch["degraded"])
         tokens = pipe.image_encoder(pixel_values=batch["clip"].to(pipe.device, dtype)).last_hidden_state[:, 1:]
     noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     if timesteps is None:
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+        timesteps = torch.randint(0, noise_scheduler.config["num_train_timesteps"], (latents.shape[0],),
                                   generator=generator)
     timesteps = timesteps.to(latents.device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)  # type: ignore[arg-type]  # any int tensor works
     prompt = plugin.tpb(tokens)
     pred = predict_noise(unet, plugin.scb, noisy, timesteps, prompt, cond)
     return F.mse_loss(pred.float(), noise.float())
 
 
 @torch.no_grad()
-def evaluate_loss(pipe: DiffPluginPipeline, plugin: TaskPlugin, batch: dict[str, torch.Tensor], noise_scheduler,
-                  seed: int = 0, timesteps: tuple[int, ...] = (50, 250, 500, 750, 950)) -> float:
+def evaluate_loss(pipe: DiffPluginPipeline, plugin: TaskPlugin, batch: dict[str, torch.Tensor],
+                  noise_scheduler: DDPMScheduler, seed: int = 0,
+                  timesteps: tuple[int, ...] = (50, 250, 500, 750, 950)) -> float:
     """Mean ε-MSE over fixed timesteps and fixed noise: comparable across training steps."""
     generator = torch.Generator().manual_seed(seed)
     losses = [
@@ -163,7 +176,7 @@ def _resolve_resume(config: TrainConfig) -> Path | None:
         return found[-1] if found else None
     path = Path(config.resume_from_checkpoint)
     if not path.is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint: {path} is not a checkpoint folder.")
+        raise MissingFile(f"resume_from_checkpoint: {path} is not a checkpoint folder.")
     return path
 
 
@@ -173,25 +186,27 @@ def _save_validation(pipe: DiffPluginPipeline, plugin: TaskPlugin, pairs: list[P
     plugin = copy.deepcopy(plugin)  # the pipeline casts it to the base's dtype; the trained weights stay fp32
     folder = config.output_dir / "validation"
     folder.mkdir(parents=True, exist_ok=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]  # diffusers leaves it unannotated
     for k, pair in enumerate(pairs[: config.num_validation_images]):
         degraded = load_photo(pair.degraded).resize((config.resolution,) * 2)
         clean = load_photo(pair.clean).resize((config.resolution,) * 2)
-        output = pipe(degraded, plugin, num_inference_steps=config.validation_inference_steps,
-                      generator=torch.Generator().manual_seed(config.seed), short_side=None).images[0]
+        result = pipe(degraded, plugin, num_inference_steps=config.validation_inference_steps,
+                      generator=torch.Generator().manual_seed(config.seed), short_side=None)
+        assert isinstance(result, DiffPluginPipelineOutput) and isinstance(result.images, list)  # the defaults
+        output = result.images[0]
         strip = PIL.Image.new("RGB", (config.resolution * 3, config.resolution))
         for i, im in enumerate((degraded, output, clean)):
             strip.paste(im, (i * config.resolution, 0))
         strip.save(folder / f"step-{step:07d}_{k}.png")
-    pipe.set_progress_bar_config(disable=False)
+    pipe.set_progress_bar_config(disable=False)  # type: ignore[no-untyped-call]  # diffusers leaves it unannotated
 
 
 def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, progress: bool = True) -> TrainResult:
     """Train (or resume training) a Task-Plugin; returns where the final plugin was written."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # the top level types as a placeholder
     from tqdm.auto import tqdm
 
     accelerator = Accelerator(
@@ -206,7 +221,7 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
 
     resume = _resolve_resume(config)
     if resume is None and config.output_dir.exists() and any(config.output_dir.iterdir()):
-        raise FileExistsError(
+        raise FileInTheWay(
             f"{config.output_dir} already holds a training run; resume it (--resume latest) or choose a new "
             "output folder."
         )
@@ -326,7 +341,7 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
                        validation_losses=validation_losses)
 
 
-def _save_checkpoint(accelerator, plugin: TaskPlugin, config: TrainConfig, step: int) -> Path:
+def _save_checkpoint(accelerator: Accelerator, plugin: TaskPlugin, config: TrainConfig, step: int) -> Path:
     """Full training state (for resume) plus a ready-to-use plugin folder; prune old checkpoints.
 
     Called on every process: accelerate writes the weights once and each process's RNG state."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,7 +27,7 @@ from registry.community.errors import IndexRefused
 from registry.files import ArchiveLimits
 from registry.manifest import PluginManifest
 
-FORMAT = "diffplugin-index/1"
+FORMAT: Final = "diffplugin-index/1"
 INDEX_FILE = "index.json"
 ARCHIVES_FOLDER = "archives"
 #: An index document is read no further than this (about 20,000 entries with long manifests).
@@ -197,5 +197,5 @@ def newest_first(entries: list[IndexEntry]) -> list[IndexEntry]:
     return sorted(entries, key=lambda e: Version(e.version), reverse=True)
 
 
-def index_schema() -> dict:
+def index_schema() -> dict[str, Any]:
     return IndexDocument.model_json_schema()

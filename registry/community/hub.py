@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from plugins.progress import Progress
 from registry.community.errors import IndexRefused, IndexUnavailable
 from registry.community.format import parse_document
 from registry.community.resolve import Pins, Refusal, Usable, check_entries, latest, resolve
@@ -19,7 +20,6 @@ from registry.community.signing import fingerprint, read_public_key
 from registry.community.sources import (
     Fetched,
     IndexSource,
-    Progress,
     Sources,
     check_name,
     is_remote,
@@ -27,6 +27,9 @@ from registry.community.sources import (
 )
 from registry.errors import RegistryError
 from registry.files import utc_now
+
+if TYPE_CHECKING:  # the store imports this package's search: typed here only
+    from registry.store import InstallResult, Registry
 
 SEARCH_FOLDER = "search"
 
@@ -65,7 +68,7 @@ class Catalogue:
 
 @dataclass(frozen=True)
 class Installed:
-    result: Any  # registry.store.InstallResult
+    result: InstallResult
     usable: Usable
     warnings: list[str]
 
@@ -107,7 +110,7 @@ class CommunityIndexes:
         """Refresh each index (or the one named): its view, or why it could not be refreshed (its cached copy is
         still used)."""
         chosen = [self.sources.get(name)] if name else self.sources.all()
-        results = []
+        results: list[tuple[IndexSource, IndexView | None, str | None]] = []
         for source in chosen:
             try:
                 results.append((source, self._view(source, refresh=True), None))
@@ -155,7 +158,7 @@ class CommunityIndexes:
         return self.sources.download(usable.source, archive.urls, archive.size, archive.sha256, usable.label,
                                      progress)
 
-    def install(self, registry: Any, ref: str, trust: bool = False, index: str | None = None,
+    def install(self, registry: Registry, ref: str, trust: bool = False, index: str | None = None,
                 progress: Progress | None = None) -> Installed:
         """Install `ns/name[@version]` from the indexes into `registry`. Every check passes or nothing changes."""
         usable, warnings = self.resolve(ref, index)
@@ -183,7 +186,7 @@ class CommunityIndexes:
             self.download(usable, progress)
         return offered
 
-    def search(self, registry: Any, text: str, limit: int = 5) -> tuple[list[Found], list[str]]:
+    def search(self, registry: Registry, text: str, limit: int = 5) -> tuple[list[Found], list[str]]:
         """Installed and indexed plugins ranked together by meaning; and indexes that could not be read."""
         installed = registry.search(text, limit)
         catalogue = self.catalogue()

@@ -18,16 +18,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks; one publish at a time
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None: checked before every lock
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.version import Version
 
+from plugins.atomic_files import write_atomic
 from registry.community.errors import IndexRefused
 from registry.community.format import (
     ARCHIVES_FOLDER,
@@ -44,6 +45,9 @@ from registry.community.signing import fingerprint, key_text, sign
 from registry.errors import RegistryError
 from registry.files import ignored, refuse_links, sha256_file, utc_now
 from registry.manifest import MANIFEST_FILE, PluginManifest
+
+if TYPE_CHECKING:
+    from registry.store import Registry
 
 
 @dataclass(frozen=True)
@@ -114,27 +118,20 @@ class IndexFolder:
 
     def _write(self, name: str | None, raws: list[dict[str, Any]]) -> None:
         def order(raw: dict[str, Any]) -> tuple[str, Version]:
-            manifest = raw.get("manifest") if isinstance(raw.get("manifest"), dict) else {}
+            manifest = raw.get("manifest")
+            if not isinstance(manifest, dict):
+                manifest = {}
             try:
                 return str(manifest.get("id", "")), Version(str(manifest.get("version", "0")))
             except ValueError:
                 return str(manifest.get("id", "")), Version("0")
 
-        document = {"format": FORMAT, **({"name": name} if name else {}), "generated": utc_now(),
+        document: dict[str, Any] = {"format": FORMAT, **({"name": name} if name else {}), "generated": utc_now(),
                     "entries": sorted(raws, key=order)}
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".partial", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(document, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.document)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        write_atomic(self.document, text.encode("utf-8"), durable=True)
 
-    def publish(self, plugin_folder: Path, registry: Any, key: Ed25519PrivateKey | None, publisher: str | None,
+    def publish(self, plugin_folder: Path, registry: Registry, key: Ed25519PrivateKey | None, publisher: str | None,
                 name: str | None = None) -> Published:
         """Add `plugin_folder` as a new entry, signed with `key` (None: unsigned, for local indexes only)."""
         plugin_folder = Path(plugin_folder).expanduser()
@@ -203,6 +200,7 @@ class IndexFolder:
             if found is None:
                 raise IndexRefused(f"{self.document}: {plugin_id} {version} is not published here")
             entry = found.entry
+            assert entry is not None  # `found` was picked among valid entries
             if entry.publisher is not None:
                 public = key_text(key.public_key()) if key is not None else None
                 if public != entry.publisher.key:
@@ -211,7 +209,7 @@ class IndexFolder:
             raw = entry_json(entry.model_copy(update={"yanked": not undo,
                                                       "yanked_reason": None if undo else reason}))
             raw.pop("signature", None)
-            if entry.publisher is not None:
+            if entry.publisher is not None and key is not None:  # the key was checked against the publisher's
                 raw["signature"] = sign(raw, key)
             updated = IndexEntry.model_validate(raw)
             self._write(index_name, [raw if item is found else item.raw for item in entries])

@@ -11,15 +11,14 @@ a namespace not pinned yet, neither is pinned and its entries are refused: there
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, Field
 
+from plugins.atomic_files import write_atomic
 from registry.community.errors import IndexRefused
 from registry.community.format import IndexEntry, RawEntry
 from registry.community.signing import fingerprint, verify
@@ -57,16 +56,8 @@ class Pins:
                                "never reset by itself: repair it or move it away") from None
 
     def save(self, pins: dict[str, Pin]) -> None:
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pins-", dir=self.file.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(_PinsFile(namespaces=dict(sorted(pins.items()))).model_dump_json(indent=2))
-            os.replace(tmp, self.file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        text = _PinsFile(namespaces=dict(sorted(pins.items()))).model_dump_json(indent=2)
+        write_atomic(self.file, text.encode(), durable=True)  # the keys the user trusted: worth a flush
 
     def forget(self, namespace: str) -> Pin:
         pins = self.load()
@@ -147,6 +138,7 @@ def check_entries(source: IndexSource, entries: list[RawEntry], pins: dict[str, 
             else:
                 usable.append(Usable(source, entry))
             continue
+        assert entry.publisher is not None  # IndexEntry refuses a signed entry without one
         key = entry.publisher.key
         if not verify(item.raw, key, entry.signature):
             refuse(item, "the signature does not match the entry (it was changed after signing, or not signed "
@@ -244,7 +236,7 @@ def latest(usable: list[Usable]) -> dict[str, Usable]:
     return best
 
 
-def describe(u: Usable) -> dict:
+def describe(u: Usable) -> dict[str, Any]:
     """What a user sees of an indexed plugin before installing it: licence, publisher, hashes, examples."""
     m, entry = u.entry.manifest, u.entry
     return {

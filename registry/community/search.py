@@ -36,6 +36,7 @@ class Found:
     def mark(self) -> str:
         if self.source == "installed":
             return "installed" + (f", index has {self.update}" if self.update else "")
+        assert self.usable is not None  # an index hit carries what the index offers
         installed = f", installed {self.installed_version}" if self.installed_version else ""
         return f"index:{self.usable.source.name}{installed}"
 

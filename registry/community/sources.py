@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
+import http.client
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import parsedate_to_datetime
@@ -31,6 +29,8 @@ from typing import BinaryIO
 
 from pydantic import BaseModel, Field
 
+from plugins.atomic_files import atomic_path, write_atomic
+from plugins.progress import Progress, ProgressEvent
 from registry.community.errors import IndexRefused, IndexUnavailable
 from registry.community.format import INDEX_FILE, MAX_INDEX_BYTES, archive_suffix, parse_document
 from registry.files import sha256_file, utc_now
@@ -43,9 +43,6 @@ TIMEOUT_S = 30
 _CHUNK = 1 << 20
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 USER_AGENT = "diffplugin-index-client/1"
-
-Progress = Callable[[int, int], None]
-
 
 
 def is_remote(location: str) -> bool:
@@ -123,23 +120,10 @@ def normalise_location(text: str) -> str:
     return str(path)
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _open_url(location: str, headers: dict[str, str] | None = None):
+def _open_url(location: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
     request = urllib.request.Request(location, headers={"User-Agent": USER_AGENT, **(headers or {})})
-    return urllib.request.urlopen(request, timeout=TIMEOUT_S)  # callers pass http(s) URLs only
+    response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # http(s) URLs only
+    return response
 
 
 def _unreachable(location: str, err: Exception) -> IndexUnavailable:
@@ -152,9 +136,9 @@ def _unreachable(location: str, err: Exception) -> IndexUnavailable:
 def _strong_date(headers: Message) -> str | None:
     """Last-Modified, when usable for If-Modified-Since. HTTP dates count whole seconds: a document served in the
     second it changed may change again within that second and keep its date, so such a date is not kept."""
-    modified = headers.get("Last-Modified")
+    modified, date = headers.get("Last-Modified"), headers.get("Date")
     try:
-        if modified and (parsedate_to_datetime(headers.get("Date")) - parsedate_to_datetime(modified)
+        if modified and date and (parsedate_to_datetime(date) - parsedate_to_datetime(modified)
                          ).total_seconds() >= 2:
             return modified
     except (TypeError, ValueError):
@@ -199,7 +183,8 @@ class Sources:
         return found
 
     def save(self, sources: list[IndexSource]) -> None:
-        _write_atomic(self.sources_file, _SourcesFile(indexes=sources).model_dump_json(indent=2).encode())
+        text = _SourcesFile(indexes=sources).model_dump_json(indent=2)
+        write_atomic(self.sources_file, text.encode(), durable=True)
 
     def cache_folder(self, name: str) -> Path:
         return self.cache_dir / CACHE_INDEXES / name
@@ -247,18 +232,18 @@ class Sources:
                 data = _read_bounded(answer, MAX_INDEX_BYTES, source.location)
                 etag, modified = answer.headers.get("ETag"), _strong_date(answer.headers)
         except urllib.error.HTTPError as err:
-            if err.code == 304 and headers:
+            if err.code == 304 and headers and meta is not None:  # headers are only sent with a cached `meta`
                 meta = meta.model_copy(update={"fetched": utc_now()})
-                _write_atomic(folder / META_FILE, meta.model_dump_json().encode())
+                write_atomic(folder / META_FILE, meta.model_dump_json().encode(), durable=True)
                 return Fetched(cached.read_bytes(), "not modified", meta.fetched)
             raise _unreachable(source.location, err) from None
         except (urllib.error.URLError, OSError) as err:
             raise _unreachable(source.location, err) from None
         parse_document(data, source.location)
         fetched = utc_now()
-        _write_atomic(cached, data)
+        write_atomic(cached, data, durable=True)
         meta = _Meta(location=source.location, fetched=fetched, etag=etag, last_modified=modified)
-        _write_atomic(folder / META_FILE, meta.model_dump_json().encode())
+        write_atomic(folder / META_FILE, meta.model_dump_json().encode(), durable=True)
         return Fetched(data, "downloaded", fetched)
 
     @staticmethod
@@ -282,7 +267,7 @@ class Sources:
         if target.is_file():
             if target.stat().st_size == size and sha256_file(target) == sha256:
                 if progress:
-                    progress(size, size)
+                    progress(ProgressEvent("download", size, size, label))
                 return target
             target.unlink(missing_ok=True)  # damaged cache: fetch it again
         problems = []
@@ -298,10 +283,8 @@ class Sources:
 
     def _fetch_archive(self, location: str, size: int, sha256: str, target: Path, label: str,
                        progress: Progress | None) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".partial", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
+        with atomic_path(target) as tmp:
+            with tmp.open("wb") as out:
                 try:
                     stream = _open_url(location) if is_remote(location) else open(location, "rb")  # noqa: SIM115
                 except (urllib.error.URLError, OSError) as err:
@@ -313,7 +296,7 @@ class Sources:
                                            f"{size:,}; refused, nothing installed")
                     digest, done = hashlib.sha256(), 0
                     if progress:
-                        progress(0, size)
+                        progress(ProgressEvent("download", 0, size, label))
                     try:
                         while block := stream.read(_CHUNK):
                             done += len(block)
@@ -323,7 +306,7 @@ class Sources:
                             digest.update(block)
                             out.write(block)
                             if progress:
-                                progress(done, size)
+                                progress(ProgressEvent("download", done, size, label))
                     except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
                         raise _unreachable(location, err) from None
             if done != size:
@@ -332,9 +315,5 @@ class Sources:
             if digest.hexdigest() != sha256:
                 raise IndexRefused(f"{label}: the archive's SHA-256 is {digest.hexdigest()}, its entry says "
                                    f"{sha256}; it was changed or damaged; refused, nothing installed")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return target
 

@@ -1,0 +1,25 @@
+"""The errors meant for the user: what they gave (a photo, an option, a plan, a folder) cannot be used as it is.
+
+Every part of diffplugin raises a `DiffPluginError` for those, and the CLI, the chat and batch show its message as
+one line. Any other exception is a bug and is reported as one (assistant/error_report.py). The subclasses are also
+the builtin exception the code raised before, so `except ValueError` around older calls keeps working. No imports
+here: every layer (plugins/, registry/, assistant/) uses this module.
+"""
+
+from __future__ import annotations
+
+
+class DiffPluginError(Exception):
+    """Base class: the message says, in the user's terms, what is wrong and, where it can, what to do."""
+
+
+class BadInput(DiffPluginError, ValueError):
+    """A value the user gave (a photo, an option, a request, a file's content) cannot be used."""
+
+
+class MissingFile(DiffPluginError, FileNotFoundError):
+    """A file or folder the user named, or one a command needs (a checkpoint, a selector), is not there."""
+
+
+class FileInTheWay(DiffPluginError, FileExistsError):
+    """Something is already where a new file or folder would go, and is not replaced without being asked."""
