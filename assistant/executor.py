@@ -33,11 +33,9 @@ if TYPE_CHECKING:  # torch, the pipeline and plugin code load only when a step n
     from assistant.judge import Seen
     from plugins.diffplugin.pipeline import ChainClip, DiffPluginPipeline, ResizeMode, StepEndCallback
     from plugins.diffplugin.plugin import TaskPlugin
+    from registry.kinds import LoadedPlugin
     from registry.runtime import PythonPlugin
     from registry.store import Registry
-
-    #: A plugin ready to run: a Task-Plugin (diffusion) or a registered code plugin.
-    LoadedPlugin = TaskPlugin | PythonPlugin
 
 class ExecutorError(DiffPluginError, ValueError):
     """A step that cannot run, with what to do about it."""
@@ -466,13 +464,13 @@ def load_step(ref: str, registry: Registry) -> LoadedPlugin:
 def check_folder(folder: Path) -> None:
     """What an install checks about a Task-Plugin's files, for a folder run without installing it: no links, no
     pickles or torch checkpoints, and both weights present as safetensors (so no loader falls back to a pickle)."""
+    from plugins.diffplugin.layout import TASK_PLUGIN_WEIGHTS
     from registry.errors import InstallRefused
     from registry.files import check_safetensors, refuse_links, refuse_pickles
-    from registry.manifest import DIFFPLUGIN_WEIGHTS
 
     refuse_links(folder)
     refuse_pickles(folder)
-    for weights in DIFFPLUGIN_WEIGHTS:
+    for weights in TASK_PLUGIN_WEIGHTS:
         if not (folder / weights).is_file():
             raise InstallRefused(folder / weights, "missing; a Task-Plugin folder holds its weights as safetensors")
     for file in sorted(folder.rglob("*.safetensors")):

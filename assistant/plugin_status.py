@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from registry.kinds import kind_for
+
 if TYPE_CHECKING:
     from registry.store import PluginStatus
 
@@ -18,7 +20,7 @@ def state_word(status: PluginStatus, base_pulled: bool | None = None) -> str:
         return "needs --trust"
     if status.problems:
         return "needs weights"
-    if status.manifest.kind == "diffplugin" and not (base_model_pulled() if base_pulled is None else base_pulled):
+    if kind_for(status.manifest).diffusion and not (base_model_pulled() if base_pulled is None else base_pulled):
         return "needs base model"
     return "ready"
 

@@ -11,6 +11,7 @@ from assistant.cli_common import CliError, JsonOption, emit, print_schema, print
 from assistant.cli_help import CliApp
 from registry.community.ids import looks_like_id
 from registry.errors import PluginNotFound
+from registry.kinds import kind_for
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -160,7 +161,7 @@ def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin 
         trust = status.trust
         typer.echo(printable(f"{status.id} {status.active.version} ({status.active.source}, {_state_word(status)})"))
         typer.echo(printable(f"versions: {', '.join(status.versions)}; folder: {status.active.folder}"))
-        if status.manifest.kind == "python":
+        if kind_for(status.manifest).runs_code:
             if status.active.builtin:
                 typer.echo("trust: built in")
             elif trust and trust.granted:

@@ -22,7 +22,7 @@ that new features can be tried without running the plugins again; it is extended
 views are added, and a stopped run goes on where it stopped. Prints the agreement per task, overall, and of the
 damage checks alone.
 
-With --scenes DIR, also the 36 everyday scenes `python benchmarks/scenes.py fetch DIR` takes from Debian's
+With --scenes DIR, also the 49 everyday scenes `python benchmarks/scenes.py fetch DIR` takes from Debian's
 packages (photos of fruit, streets, buildings, boats, a forest, ...), each a photo the cross-validation holds out
 as a whole. """
 

@@ -9,16 +9,17 @@ text, the moon), and a calibration cross-validated over photos learns the scenes
 judge's agreement. Debian's archive answers here, and two of its packages carry photos: OpenCV's sample data
 (`opencv-doc`: fruit, a street, a building, a squirrel, a football match, ...) and KDE Plasma's wallpapers
 (`plasma-workspace-wallpapers`: landscapes, boats, a forest path, ...), and MATE's nature backgrounds
-(`mate-backgrounds`: close-ups of flowers, leaves, grass, a dune, with the soft backgrounds of real lenses). None
-is installed: the packages are
+(`mate-backgrounds`: close-ups of flowers, leaves, grass, a dune, with the soft backgrounds of real lenses), and
+the photos among Ubuntu Touch's wallpapers (`lomiri-wallpapers-16.04` and `-20.04`: mountains, a stream, dogs, a
+living room, a bird). None is installed: the packages are
 downloaded and unpacked into a temporary folder, and the chosen photos are copied, at most 1024 px long, as PNG.
 The photos stay under their packages' licences (see `/usr/share/doc/PACKAGE/copyright` inside each); nothing of
 them is committed here, only the calibration fitted on them.
 
 Chosen by eye as clean (no haze, blur, noise or low light of their own); left out: drawings and renders,
-chessboards, a painting, a misty lake (`DarkestHour`), a night sky (`MilkyWay`) and a road shot from a moving car
-(`Storm`), which are degraded or not photos, and one of each near-duplicate pair (stereo views, the same scene
-twice).
+chessboards, a painting, a misty lake (`DarkestHour`), a night sky (`MilkyWay`), a road shot from a moving car
+(`Storm`) and a sun shining into the lens (`sunset`), which are degraded or not photos, and one of each
+near-duplicate pair (stereo views, the same scene twice).
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ DEBIAN_SCENES: dict[str, tuple[str, dict[str, str]]] = {
         "marigold": "Garden.jpg", "grass-blades": "GreenMeadow.jpg", "ladybird": "LadyBird.jpg",
         "wet-leaves": "RainDrops.jpg", "dandelion": "TwoWings.jpg", "planks": "Wood.jpg",
         "yellow-flower": "YellowFlower.jpg"}),
+    "lomiri-wallpapers-16.04": ("usr/share/backgrounds", {
+        "pier-cables": "Bridge_by_Sander_Klootwijk.jpg", "fig-tree": "Dragonfly_by_Bolly.jpg",
+        "fig-plate": "Picture_0B_by_freespace.jpg", "brushes": "Picture_1A_by_freespace.jpg",
+        "living-room": "Wine_by_Jakkub_Mede.jpg", "autumn-hills": "aitzgorri_by_Aitzol_Berasategi.jpg",
+        "bird-lamp": "free_by_Peter_Nerlich.jpg", "dogs": "friends_by_Aitzol_Berasategi.jpg",
+        "wall-clock": "greentock_by_Peter_Nerlich.jpg", "stream": "life_by_Aitzol_Berasategi.jpg",
+        "mountain-path": "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+        "dandelions": "seeding_by_Clements_Engelhardt.jpg"}),
+    "lomiri-wallpapers-20.04": ("usr/share/backgrounds", {"nuthatch": "Kleiber_by_Lukas_Baubkus.jpg"}),
 }
 LONG_SIDE = 1024
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from plugins.diffplugin.settings import StartMode
 from registry.errors import ManifestError
+from registry.kinds import kind_for
 
 MANIFEST_FILE = "diffplugin.yaml"
 #: libyaml's safe loader where PyYAML was built with it (10x faster on many manifests), else the pure one.
@@ -23,8 +24,6 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SCHEMA_VERSION: Final = "1.0"
 #: Plugins of this project; no one else may publish under it.
 BUILTIN_NAMESPACE = "diffplugin"
-#: What a diffplugin-kind plugin's weights must include (the TaskPlugin folder layout).
-DIFFPLUGIN_WEIGHTS = ("tpb/diffusion_pytorch_model.safetensors", "scb/diffusion_pytorch_model.safetensors")
 
 #: Bounds on a manifest: far above what a real plugin needs (the largest shipped one is under 1 KiB, with 9
 #: examples), far below what exhausts memory when every example is embedded (H2: 10,000 examples, 2.7 GB).
@@ -177,13 +176,8 @@ class PluginManifest(_Strict):
 
     @model_validator(mode="after")
     def _kind_matches(self) -> PluginManifest:
-        if self.kind == "diffplugin":
-            if self.diffplugin is None or self.python is not None:
-                raise ValueError("kind 'diffplugin' needs a 'diffplugin' table and no 'python' table")
-            if len(self.tasks) != 1:
-                raise ValueError("a diffplugin plugin performs exactly one task")
-        if self.kind == "python" and (self.python is None or self.diffplugin is not None):
-            raise ValueError("kind 'python' needs a 'python' table and no 'diffplugin' table")
+        if problem := kind_for(self).manifest_problem(self):
+            raise ValueError(problem)
         paths = [w.path for w in self.weights]
         if len(set(paths)) != len(paths):
             raise ValueError("weights lists a file twice")

@@ -8,28 +8,24 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from registry.discover import BUILTIN_CODE, BUILTIN_CODE_PACKAGE, PluginRecord
-from registry.errors import InstallRefused
-from registry.manifest import DIFFPLUGIN_WEIGHTS, MANIFEST_FILE, PluginManifest
-from registry.store import PluginStatus, Registry
+from registry.errors import InstallRefused, RegistryError
+from registry.kinds import OptionValue, kind_for, register_kind
+from registry.manifest import MANIFEST_FILE, PluginManifest
+from registry.store import PluginStatus, Registry, verify_weights
 
 if TYPE_CHECKING:
     import PIL.Image
     import torch
 
-    from plugins.diffplugin.plugin import TaskPlugin
-    from plugins.diffplugin.scb import SCBNet
-    from plugins.diffplugin.tpb import TPBNet
-
-_Branch = TypeVar("_Branch", "TPBNet", "SCBNet")
+    from registry.kinds import LoadedPlugin
 
 
 @dataclass
@@ -63,51 +59,48 @@ def runnable_status(registry: Registry, plugin_id: str, version: str | None = No
 
 
 def load_plugin(registry: Registry, plugin_id: str, version: str | None = None,
-                dtype: torch.dtype | None = None) -> TaskPlugin | PythonPlugin:
-    """Load a runnable plugin: a [`TaskPlugin`] for diffplugin plugins, a [`PythonPlugin`] for code plugins."""
+                dtype: torch.dtype | None = None) -> LoadedPlugin:
+    """Load a runnable plugin as its kind builds it: a [`TaskPlugin`] for diffplugin plugins, a [`PythonPlugin`]
+    for code plugins."""
     record = runnable_status(registry, plugin_id, version).active
-    if record.manifest.kind == "diffplugin":
-        return _load_task_plugin(registry, record, dtype)
-    registry.verify(record)
-    assert record.manifest.python is not None  # the manifest refuses a python plugin without its section
-    return PythonPlugin(record.manifest, _import_entry_point(record), dict(record.manifest.python.options))
+    return kind_for(record.manifest).load(record, registry.weights_folder(record), dtype)
 
 
-def _load_task_plugin(registry: Registry, record: PluginRecord, dtype: torch.dtype | None) -> TaskPlugin:
-    """Read each weight file once, check those very bytes against the manifest, and build the branches from
-    them (no loader gets to pick other files, and nothing can change between the check and the load)."""
-    from safetensors.torch import load as load_safetensors
+class PythonKind:
+    """The `python` kind: a callable in the plugin's own code (or this project's `plugins.builtin`)."""
 
-    from plugins.diffplugin.plugin import TaskPlugin
-    from plugins.diffplugin.scb import SCBNet
-    from plugins.diffplugin.settings import PluginSettings
-    from plugins.diffplugin.tpb import TPBNet
+    name = "python"
+    runs_code = True
+    diffusion = False
 
-    manifest, folder = record.manifest, registry.weights_folder(record)
-    expected = {w.path: (i, w.sha256) for i, w in enumerate(manifest.weights)}
+    def manifest_problem(self, manifest: PluginManifest) -> str | None:
+        if manifest.python is None or manifest.diffplugin is not None:
+            return "kind 'python' needs a 'python' table and no 'diffplugin' table"
+        return None
 
-    def branch(weights_path: str, model_class: type[_Branch]) -> _Branch:
-        path = folder / weights_path
-        data = path.read_bytes()
-        if weights_path in expected:
-            index, sha256 = expected[weights_path]
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise InstallRefused(path, "SHA-256 mismatch with the manifest; the file is damaged or was changed",
-                                     field=f"weights.{index}.sha256")
-        try:
-            state = load_safetensors(data)
-        except Exception as err:
-            raise InstallRefused(path, f"not a safetensors file ({err})") from None
-        config = json.loads((path.parent / "config.json").read_text())
-        model: _Branch = model_class.from_config(config)  # type: ignore[assignment]  # a tuple with unused kwargs
-        model.load_state_dict(state, strict=True)
-        return model.to(dtype=dtype) if dtype is not None else model  # type: ignore[call-arg]  # see TaskPlugin.to
+    def check_files(self, manifest: PluginManifest, folder: Path) -> None:
+        assert manifest.python is not None  # the manifest refuses a python plugin without its section
+        module = manifest.python.entry_point.split(":")[0].split(".")[0]
+        if not ((folder / f"{module}.py").is_file() or (folder / module / "__init__.py").is_file()):
+            raise InstallRefused(folder / MANIFEST_FILE, f"module '{module}' is not in the plugin folder",
+                                 field="python.entry_point")
 
-    tpb_path, scb_path = DIFFPLUGIN_WEIGHTS
-    tpb, scb = branch(tpb_path, TPBNet), branch(scb_path, SCBNet)
-    assert manifest.diffplugin is not None  # the manifest refuses a diffplugin plugin without its section
-    spec = manifest.diffplugin.model_dump(exclude={"base"})
-    return TaskPlugin(tpb, scb, PluginSettings(task=manifest.tasks[0], **spec))
+    def pulled_folder(self, manifest: PluginManifest, models_dir: Path) -> Path:
+        raise RegistryError(f"{manifest.id}: `diffplugin models pull` fetches Task-Plugin weights only")
+
+    def pulled_problems(self, manifest: PluginManifest, models_dir: Path) -> list[str]:
+        return ["`diffplugin models pull` fetches Task-Plugin weights only; list this plugin's weights beside its "
+                "manifest"]
+
+    def options(self, manifest: PluginManifest) -> dict[str, OptionValue]:
+        return dict(manifest.python.options) if manifest.python else {}
+
+    def load(self, record: PluginRecord, weights_folder: Path, dtype: torch.dtype | None) -> PythonPlugin:
+        verify_weights(record, weights_folder)
+        return PythonPlugin(record.manifest, _import_entry_point(record), self.options(record.manifest))
+
+
+register_kind(PythonKind())
 
 
 def _import_entry_point(record: PluginRecord) -> Callable[..., Any]:

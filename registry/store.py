@@ -50,8 +50,8 @@ from registry.files import (
     sha256_file,
     utc_now,
 )
+from registry.kinds import kind_for
 from registry.manifest import (
-    DIFFPLUGIN_WEIGHTS,
     MANIFEST_FILE,
     PluginManifest,
     load_manifest,
@@ -150,6 +150,20 @@ def _write_error(err: OSError, root: Path) -> RegistryWriteError:
 
 def _trust_key(record: PluginRecord) -> str:
     return f"{record.version} {record.source}"
+
+
+def verify_weights(record: PluginRecord, folder: Path) -> None:
+    """Check every weight file `record` lists, in `folder`: present, safetensors, SHA-256 as in the manifest."""
+    for i, weight in enumerate(record.manifest.weights):
+        path = folder / weight.path
+        if not path.is_file():
+            raise InstallRefused(record.folder / MANIFEST_FILE, f"lists {weight.path}, which is missing",
+                                 field=f"weights.{i}.path")
+        check_safetensors(path)
+        actual = sha256_file(path)
+        if actual != weight.sha256:
+            raise InstallRefused(path, f"SHA-256 mismatch: the manifest says {weight.sha256}, the file is "
+                                       f"{actual}; the file is damaged or was changed", field=f"weights.{i}.sha256")
 
 
 class Registry:
@@ -312,7 +326,7 @@ class Registry:
         versions = sorted(versions, key=lambda r: (Version(r.version), r.source))
         active = chosen or next((r for r in versions if r.version == state.active), versions[-1])
         trust = state.trust.get(_trust_key(active))
-        needs_trust = active.manifest.kind == "python" and not active.builtin
+        needs_trust = kind_for(active.manifest).runs_code and not active.builtin
         trusted = not needs_trust or bool(trust and trust.granted)
         return PluginStatus(active.id, active, [r.version for r in versions], state.enabled, trusted, trust,
                             self._problems(active))
@@ -322,9 +336,7 @@ class Registry:
         if m.weights_source == "models-pull":
             if self.models_dir is None:
                 return ["this registry was opened without a models folder, so the weights cannot be found"]
-            folder = self.weights_folder(record)
-            if not all((folder / w).is_file() for w in DIFFPLUGIN_WEIGHTS):
-                return [f"weights not downloaded: run `diffplugin models pull --task {m.tasks[0]}`"]
+            return kind_for(m).pulled_problems(m, self.models_dir)
         return []
 
     def weights_folder(self, record: PluginRecord) -> Path:
@@ -332,23 +344,13 @@ class Registry:
         if record.manifest.weights_source == "models-pull":
             if self.models_dir is None:
                 raise RegistryError("this registry was opened without a models folder")
-            return self.models_dir / "plugins" / record.manifest.tasks[0]
+            return kind_for(record.manifest).pulled_folder(record.manifest, self.models_dir)
         return record.folder
 
     # ------------------------------------------------------------------ checks shared by install and load
     def verify(self, record: PluginRecord) -> None:
         """Check every listed weight file: present, safetensors, SHA-256 as in the manifest."""
-        folder = self.weights_folder(record)
-        for i, weight in enumerate(record.manifest.weights):
-            path = folder / weight.path
-            if not path.is_file():
-                raise InstallRefused(record.folder / MANIFEST_FILE, f"lists {weight.path}, which is missing",
-                                     field=f"weights.{i}.path")
-            check_safetensors(path)
-            actual = sha256_file(path)
-            if actual != weight.sha256:
-                raise InstallRefused(path, f"SHA-256 mismatch: the manifest says {weight.sha256}, the file is "
-                                           f"{actual}; the file is damaged or was changed", field=f"weights.{i}.sha256")
+        verify_weights(record, self.weights_folder(record))
 
     # ------------------------------------------------------------------ install
     def install(self, source: str | Path, trust: bool = False, limits: ArchiveLimits = ArchiveLimits()
@@ -391,7 +393,7 @@ class Registry:
                 state = self.load_state()
                 entry = state.plugins.setdefault(manifest.id, PluginState())
                 entry.active, entry.enabled = manifest.version, True
-                if manifest.kind == "python":
+                if kind_for(manifest).runs_code:
                     entry.trust[_trust_key(record)] = Trust(granted=True, at=utc_now(), how="install --trust")
                 self._save_state(state)
             except BaseException:
@@ -444,24 +446,11 @@ class Registry:
         refuse_pickles(record.folder)
         for extra in sorted(record.folder.rglob("*.safetensors")):
             check_safetensors(extra)
-        if m.kind == "diffplugin":
-            listed = {w.path for w in m.weights}
-            for required in DIFFPLUGIN_WEIGHTS:
-                if required not in listed:
-                    raise InstallRefused(manifest_file, f"a diffplugin plugin must list {required}", field="weights")
-            for config in ("tpb/config.json", "scb/config.json"):
-                if not (record.folder / config).is_file():
-                    raise InstallRefused(record.folder / config, "missing (the TPB and SCB configs sit beside "
-                                                                 "their weights)")
-        if m.kind == "python":
-            assert m.python is not None  # the manifest refuses a python plugin without its section
-            module = m.python.entry_point.split(":")[0].split(".")[0]
-            if not ((record.folder / f"{module}.py").is_file() or (record.folder / module / "__init__.py").is_file()):
-                raise InstallRefused(manifest_file, f"module '{module}' is not in the plugin folder",
-                                     field="python.entry_point")
-            if not trust:
-                raise InstallRefused(manifest_file, "python plugins run their own code on your machine; install "
-                                                    "only if you trust the author, by passing --trust", field="kind")
+        kind = kind_for(m)
+        kind.check_files(m, record.folder)
+        if kind.runs_code and not trust:
+            raise InstallRefused(manifest_file, f"{kind.name} plugins run their own code on your machine; install "
+                                                "only if you trust the author, by passing --trust", field="kind")
         self.verify(record)
 
     def _check_conflicts(self, manifest: PluginManifest, folder: Path) -> None:

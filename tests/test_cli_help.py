@@ -167,7 +167,7 @@ def test_plugins_subcommands_take_registry_after_the_subcommand_too(tmp_path: Pa
 def test_plugins_list_says_what_a_diffusion_plugin_still_needs_and_fits_80_columns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from assistant.paths import models_dir
-    from registry.manifest import DIFFPLUGIN_WEIGHTS
+    from plugins.diffplugin.layout import TASK_PLUGIN_WEIGHTS
 
     def states() -> dict[str, str]:
         result = invoke("plugins", "list", "--json")
@@ -176,7 +176,7 @@ def test_plugins_list_says_what_a_diffusion_plugin_still_needs_and_fits_80_colum
 
     assert states()["diffplugin/derain"] == "needs weights"
     assert states()["diffplugin/derain-classic"] == "ready"
-    for weight in DIFFPLUGIN_WEIGHTS:  # the plugin's weights pulled, the base model not
+    for weight in TASK_PLUGIN_WEIGHTS:  # the plugin's weights pulled, the base model not
         (models_dir() / "plugins" / "derain" / weight).parent.mkdir(parents=True, exist_ok=True)
         (models_dir() / "plugins" / "derain" / weight).write_bytes(b"")
     assert states()["diffplugin/derain"] == "needs base model"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     #: A row of the list: an installed plugin or one an index offers, and its search score.
     Row = tuple[PluginStatus | Usable, float | None]
 from registry.community.ids import looks_like_id
+from registry.kinds import kind_for
 
 #: Row keys of plugins an index offers (not installed): this prefix and the plugin id.
 INDEXED = "index:"
@@ -223,7 +224,7 @@ class PluginsScreen(Screen[bool]):
         # A plugin that would serve a task another plugin serves now is asked about, as code is.
         takes_over = [f"{task}: it may be used instead of {', '.join(others)}."
                       for task, others in self.registry.served_by_others(manifest).items()]
-        trust = manifest.kind == "python"
+        trust = kind_for(manifest).runs_code
         if not trust and not takes_over:
             self._install(source, False)
             return
@@ -264,7 +265,7 @@ class PluginsScreen(Screen[bool]):
             if entry.publisher else "unsigned"
         lines = [f"{manifest.id} {manifest.version} from index '{usable.source.name}' ({publisher}; "
                  f"licence {manifest.license}).", *warnings]
-        trust = manifest.kind == "python"
+        trust = kind_for(manifest).runs_code
         if trust:
             lines.append(f"It runs its own Python code on your computer (author: "
                          f"{', '.join(a.name for a in manifest.authors)}).")

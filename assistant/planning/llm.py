@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from assistant.planning.plan import Plan, Step
 from assistant.planning.providers import LLMUnavailable, LocalModelError, load_chat_model
 from plugins.quoting import shown
+from registry.kinds import kind_for
 from registry.tasks import RESTORATION, describe
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ def order_rules(policy: OrderPolicy, tasks: Iterable[str]) -> list[str]:
 
 def plugin_options(manifest: PluginManifest) -> dict[str, Any]:
     """The options a plugin's manifest declares, with their defaults: the ones a model may set."""
-    return dict(manifest.python.options) if manifest.kind == "python" and manifest.python else {}
+    return dict(kind_for(manifest).options(manifest))
 
 
 def plan_schema(known: dict[str, PluginManifest], max_steps: int, amounts: bool = True) -> dict[str, Any]:

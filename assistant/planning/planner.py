@@ -17,6 +17,7 @@ from assistant.planning.plan import Plan, Step
 from assistant.planning.policy import OrderPolicy, user_order
 from assistant.selector.clauses import joined_clauses
 from registry.errors import RegistryError
+from registry.kinds import kind_for
 
 if TYPE_CHECKING:  # the photo libraries and the registry load only when a plan is made
     import PIL.Image
@@ -248,13 +249,13 @@ def choose_plugin(registry: Registry, task: str, suggested: str | None) -> tuple
     built-in or other code plugin, else the suggested one (it will say why it cannot run)."""
     serving = [s for s in registry.plugins() if s.enabled and task in s.manifest.tasks]
     runnable = [s for s in serving if s.runnable]
-    diffusion = [s for s in runnable if s.manifest.kind == "diffplugin"]
+    diffusion = [s for s in runnable if kind_for(s.manifest).diffusion]
     if diffusion:
         pick = next((s for s in diffusion if s.id == suggested), diffusion[0])
         return pick.id, None
     if runnable:
         pick = next((s for s in runnable if s.id == suggested), runnable[0])
-        missing = [s.id for s in serving if s.manifest.kind == "diffplugin"]
+        missing = [s.id for s in serving if kind_for(s.manifest).diffusion]
         note = (f"{task}: using {pick.id} (no diffusion weights installed for {', '.join(missing)}; "
                 "`diffplugin models pull` gets them)") if missing else None
         return pick.id, note

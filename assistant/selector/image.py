@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from assistant.selector.model import OfflineSelector, SelectedPlugin, Selection
+from registry.kinds import kind_for
 
 if TYPE_CHECKING:
     from plugins.diffplugin.selector import PaperSelector
@@ -80,4 +81,4 @@ def with_image(offline: OfflineSelector, image: Path, store: Registry, models: P
 
 def _runnable_diffusion(store: Registry, plugin_id: str) -> bool:
     status = store.get(plugin_id)
-    return status.runnable and status.manifest.kind == "diffplugin"
+    return status.runnable and kind_for(status.manifest).diffusion
