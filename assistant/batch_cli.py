@@ -6,6 +6,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +25,7 @@ from assistant.cli_common import (
     JsonOption,
     JudgeOption,
     RegistryOption,
+    Resize,
     ResizeOption,
     SeedOption,
     ShortSideOption,
@@ -46,6 +48,13 @@ if TYPE_CHECKING:
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
 
+class Backend(StrEnum):
+    """`batch --executor`: where the photos are edited."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 def batch_command(
     input_dir: Annotated[Path, typer.Argument(help="Folder of photos (not searched recursively).")],
     request: Annotated[str | None, typer.Argument(help="What to do with every photo (or use --plan).")] = None,
@@ -56,9 +65,9 @@ def batch_command(
     registry: RegistryOption = None,
     llm: LLMOption = None,
     llm_timeout: LLMTimeoutOption = None,
-    executor: Annotated[str, typer.Option(
+    executor: Annotated[Backend, typer.Option(
         "--executor", help="'local': this process; 'ray': a Ray cluster (RAY_ADDRESS, or one started here), one "
-                           "worker per GPU.")] = "local",
+                           "worker per GPU.")] = Backend.LOCAL,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Ray workers (default: one per GPU in the cluster, else 1; on CPU each takes one core).")]
         = None,
@@ -69,7 +78,7 @@ def batch_command(
     chain_steps: ChainStepsOption = 3,
     seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
-    resize: ResizeOption = "min",
+    resize: ResizeOption = Resize.MIN,
     chain_latents: ChainLatentsOption = False,
     judge: JudgeOption = True,
     explore: ExploreOption = 1,
@@ -104,8 +113,6 @@ def batch_command(
             raise CliError("give either a REQUEST or --plan PLAN (not both)")
         if request is not None:
             check_request(request)
-        if executor not in ("local", "ray"):
-            raise CliError(f"--executor must be 'local' or 'ray', not {executor!r}")
         if workers is not None and executor == "local":
             raise CliError("--workers needs --executor ray (the local executor is one process)")
         if executor == "ray" and importlib.util.find_spec("ray") is None:

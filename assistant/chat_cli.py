@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
     from assistant.chat.store import Conversation, ConversationStore
 
 
+class Preview(StrEnum):
+    """`chat --preview`: how photos are drawn in the terminal."""
+
+    AUTO = "auto"
+    HALFCELL = "halfcell"
+    UNICODE = "unicode"
+
+
 def chat_command(
     photo: Annotated[Path | None, typer.Argument(help="The photo to edit (never modified; versions are copies).")]
         = None,
@@ -23,8 +32,8 @@ def chat_command(
     last: Annotated[bool, typer.Option("--continue", help="Resume the most recent conversation with a photo or a "
                                                         "request (with none, start a new one and say so).")] = False,
     list_them: Annotated[bool, typer.Option("--list", help="List saved conversations and exit.")] = False,
-    preview: Annotated[str, typer.Option(help="How photos are drawn: auto (graphics where the terminal has them, "
-                                              "else coloured cells), halfcell or unicode.")] = "auto",
+    preview: Annotated[Preview, typer.Option(help="How photos are drawn: auto (graphics where the terminal has them, "
+                                                  "else coloured cells), halfcell or unicode.")] = Preview.AUTO,
     registry: RegistryOption = None,
     llm: LLMOption = None,
     llm_timeout: LLMTimeoutOption = None,
@@ -48,14 +57,12 @@ def chat_command(
             raise CliError("--json applies to --list; the chat itself is interactive")
         if sum([photo is not None, resume is not None, last]) > 1:
             raise CliError("give a PHOTO, --resume ID or --continue, not several")
-        if preview not in ("auto", "halfcell", "unicode"):
-            raise CliError(f"--preview must be auto, halfcell or unicode, not {preview!r}")
         from assistant.chat.app import ChatApp, load_keymap
 
         load_keymap()  # a broken keymap.yaml is a one-line error here, not inside the app
         session = _session(store, registry, photo, resume, last)
 
-        ChatApp(session, renderer=preview, llm=llm, llm_timeout=llm_timeout).run()
+        ChatApp(session, renderer=preview.value, llm=llm, llm_timeout=llm_timeout).run()
 
 
 def _session(store: ConversationStore, registry: Path | None, photo: Path | None, resume: str | None,

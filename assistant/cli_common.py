@@ -8,8 +8,9 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -19,7 +20,6 @@ from plugins.errors import DiffPluginError
 
 if TYPE_CHECKING:
     from assistant.executor import DiffusionSettings
-    from plugins.diffplugin.pipeline import ResizeMode
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
@@ -49,7 +49,14 @@ SeedOption = Annotated[int, typer.Option(help="Random seed of the diffusion plug
 ShortSideOption = Annotated[int, typer.Option(
     help="Process diffusion plugins with the photo's short side at least this (lower it if memory runs out).",
     rich_help_panel=DIFFUSION)]
-ResizeOption = Annotated[str, typer.Option(
+class Resize(StrEnum):
+    """`--resize`: how a diffusion plugin's input is sized (`plugins.diffplugin.pipeline.ResizeMode`)."""
+
+    MIN = "min"
+    EXACT = "exact"
+
+
+ResizeOption = Annotated[Resize, typer.Option(
     help="'min': never shrink, only enlarge a photo whose short side is under --short-side (official infer.py); "
          "'exact': scale the short side to --short-side and the result back (official demo; bounds memory).",
     rich_help_panel=DIFFUSION)]
@@ -70,7 +77,7 @@ CompileOption = Annotated[bool, typer.Option(
     rich_help_panel=DIFFUSION)]
 
 
-def diffusion_settings(device: str | None = None, short_side: int = 512, resize: str = "min",
+def diffusion_settings(device: str | None = None, short_side: int = 512, resize: Resize = Resize.MIN,
                        chain_latents: bool = False, judge: bool = True, explore: int = 1, compile: bool = False,
                        **more: Any) -> DiffusionSettings:
     """The executor's settings from the options `edit`, `run` and `batch` share."""
@@ -78,11 +85,9 @@ def diffusion_settings(device: str | None = None, short_side: int = 512, resize:
 
     if short_side < 8:  # the SD VAE's factor: anything smaller has no latent pixel
         raise CliError(f"--short-side must be at least 8, got {short_side}")
-    if resize not in ("min", "exact"):
-        raise CliError(f"--resize must be 'min' or 'exact', not {resize!r}")
     if compile:
         _refuse_compile_off_cuda(device)
-    return DiffusionSettings(device=device, short_side=short_side, resize=cast("ResizeMode", resize),
+    return DiffusionSettings(device=device, short_side=short_side, resize=resize.value,
                              chain_latents=chain_latents,
                              judge=judge, explore=explore, compile=compile, **more)
 

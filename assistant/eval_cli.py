@@ -16,6 +16,7 @@ from assistant.cli_common import (
     JsonOption,
     OverwriteOption,
     RegistryOption,
+    Resize,
     ResizeOption,
     SeedOption,
     ShortSideOption,
@@ -52,7 +53,7 @@ def eval_plugin_command(
     steps: StepsOption = None,
     seed: SeedOption = 42,
     short_side: ShortSideOption = 512,
-    resize: ResizeOption = "min",
+    resize: ResizeOption = Resize.MIN,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -164,7 +165,7 @@ def eval_orders_command(
         if draws > 1:
             clean = [(f"{name}#{k}", image) for k in range(draws) for name, image in clean]
         store = open_registry(registry)
-        executor = Executor(diffusion_settings(device, size, "exact", judge=False, base=base,
+        executor = Executor(diffusion_settings(device, size, Resize.EXACT, judge=False, base=base,
                                                image_encoder=image_encoder))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=as_json) as bar:

@@ -305,10 +305,12 @@ def test_chat_command_lists_and_refuses_bad_input(photo_file: Path, tmp_path: Pa
     bad.write_bytes(b"not a photo")
     for args, message in ((["chat", str(bad)], "not a readable image"),
                           (["chat", "--resume", "nope"], "no conversation"),
-                          (["chat", str(photo_file), "--continue"], "not several"),
-                          (["chat", "--preview", "sixel"], "--preview")):
+                          (["chat", str(photo_file), "--continue"], "not several")):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
+    # A choice outside the listed ones is a usage error, as Click reports it (exit 2), naming the choices.
+    result = runner.invoke(app, ["chat", "--preview", "sixel"])
+    assert result.exit_code == 2 and "--preview" in result.output and "halfcell" in result.output
 
 
 def test_keys_can_be_remapped_by_binding_id(photo_file: Path) -> None:
