@@ -2,8 +2,11 @@
 
 Every part of diffplugin raises a `DiffPluginError` for those, and the CLI, the chat and batch show its message as
 one line. Any other exception is a bug and is reported as one (assistant/error_report.py). The subclasses are also
-the builtin exception the code raised before, so `except ValueError` around older calls keeps working. No imports
-here: every layer (plugins/, registry/, assistant/) uses this module.
+the builtin exception the code raised before, so `except ValueError` around older calls keeps working.
+
+`CannotHelp` is here too, though it is no error: a plugin's honest answer that it cannot help a photo, which the
+executor turns into "kept as it was" with the plugin's reason. No imports here: every layer (plugins/, registry/,
+assistant/) uses this module.
 """
 
 from __future__ import annotations
@@ -23,3 +26,9 @@ class MissingFile(DiffPluginError, FileNotFoundError):
 
 class FileInTheWay(DiffPluginError, FileExistsError):
     """Something is already where a new file or folder would go, and is not replaced without being asked."""
+
+
+class CannotHelp(Exception):
+    """Raised by a plugin that cannot help this photo. The executor keeps the photo as it was and shows the
+    message, which should say why in plain words ("the rain mask would cover 85% of the photo"). This is the
+    honest answer where an edit could only make the photo worse; it never fails the run."""

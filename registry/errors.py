@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plugins.errors import CannotHelp as CannotHelp  # a plugin's honest "no", raised below the registry
 from plugins.errors import DiffPluginError
 
 
@@ -36,9 +37,3 @@ class RegistryWriteError(RegistryError, OSError):
 
 class PluginNotFound(RegistryError):
     """No plugin (or version) with that id is known."""
-
-
-class CannotHelp(Exception):
-    """Raised by a plugin that cannot help this photo. The executor keeps the photo as it was and shows the
-    message, which should say why in plain words ("the rain mask would cover 85% of the photo"). This is the
-    honest answer where an edit could only make the photo worse; it never fails the run."""

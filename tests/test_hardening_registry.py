@@ -23,6 +23,7 @@ from assistant.cli import app
 from registry import index as index_module
 from registry.errors import InstallRefused, ManifestError, RegistryError
 from registry.files import ArchiveLimits, sha256_file
+from registry.installer import Installer
 from registry.manifest import MAX_EXAMPLES, MAX_MANIFEST_BYTES, load_manifest, parse_manifest, reserved_lookalike
 from registry.runtime import load_plugin
 from registry.store import Registry
@@ -239,14 +240,14 @@ def test_a_refused_install_into_a_new_registry_removes_only_its_own_folders(tmp_
     root = tmp_path / "new-registry"
     reg = Registry(root, models_dir=tmp_path / "models")
     other = root / "plugins" / "acme" / "other" / "1.0.0" / "diffplugin.yaml"
-    real = Registry._install_locked
+    real = Installer._install_locked
 
     def concurrent_install_landed_first(self, *args, **kwargs):
         other.parent.mkdir(parents=True)  # what another install did while this one waited for the lock
         other.write_text("another install's file")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Registry, "_install_locked", concurrent_install_landed_first)
+    monkeypatch.setattr(Installer, "_install_locked", concurrent_install_landed_first)
     with pytest.raises(InstallRefused, match="--trust"):
         reg.install(code_folder(tmp_path / "neg"))
     assert other.read_text() == "another install's file"
@@ -339,13 +340,13 @@ def test_a_full_disk_while_saving_state_is_one_line_and_rolled_back(registry: Re
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("registry.store.os.fsync", disk_full)
+    monkeypatch.setattr("registry.state.os.fsync", disk_full)
     with pytest.raises(RegistryError, match="No space left on device"):
         registry.install(code_folder(tmp_path / "neg"), trust=True)
     assert snapshot(registry.root) == before
     result = CliRunner().invoke(app, ["plugins", "--registry", str(registry.root), "install",
                                       str(tmp_path / "neg"), "--trust"])
-    monkeypatch.setattr("registry.store.os.fsync", real_fsync)
+    monkeypatch.setattr("registry.state.os.fsync", real_fsync)
     assert result.exit_code == 1 and "Traceback" not in result.output and "No space left" in result.stderr
     assert snapshot(registry.root) == before
 

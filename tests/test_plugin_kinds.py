@@ -66,7 +66,7 @@ def registry_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) ->
     record = PluginRecord(manifest, tmp_path / "acme-lut", "installed")
     record.folder.mkdir()
     registry = Registry(tmp_path / "registry", models_dir=tmp_path / "models", entry_points=False)
-    monkeypatch.setattr(registry, "records", lambda: [record])
+    monkeypatch.setattr(registry.catalogue, "records", lambda: [record])
     return registry, record
 
 
@@ -86,7 +86,7 @@ def test_a_registered_kind_is_dispatched_to(tmp_path: Path, monkeypatch: pytest.
     assert plugin(PIL.Image.new("RGB", (4, 2))).size == (2, 4)
     assert lut.calls == [("load", record.folder)]
 
-    registry._check_files(record, trust=False)  # an install's checks ask the kind about its files
+    registry.installer.check_files(record, trust=False)  # an install's checks ask the kind about its files
     assert lut.calls[-1] == ("check_files", record.folder)
 
 
@@ -99,7 +99,7 @@ def test_a_kind_that_runs_code_needs_trust(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(InstallRefused, match="runs its own code and is not trusted yet"):
         runnable_status(registry, "acme/lut")
     with pytest.raises(InstallRefused, match="lut plugins run their own code on your machine"):
-        registry._check_files(record, trust=False)
+        registry.installer.check_files(record, trust=False)
 
 
 @pytest.mark.usefixtures("own_kinds")

@@ -14,6 +14,7 @@ import torch
 
 from registry.errors import InstallRefused, ManifestError, PluginNotFound, RegistryError
 from registry.files import ArchiveLimits, sha256_file
+from registry.installer import Installer
 from registry.runtime import PythonPlugin, load_plugin
 from registry.store import Registry
 from tests.conftest import photo_array
@@ -151,7 +152,7 @@ def test_trust_is_per_version(empty_registry, tmp_path) -> None:
     registry.install(python_folder(tmp_path / "b", version="2.0.0"), trust=True)
     state = registry.load_state()
     state.plugins["acme/sharpen"].trust.pop("2.0.0 installed")  # as if 2.0.0 had arrived untrusted
-    registry._save_state(state)
+    registry.state.save(state)
     assert registry.get("acme/sharpen", "1.0.0").trusted and not registry.get("acme/sharpen").trusted
     with pytest.raises(InstallRefused, match=r"acme/sharpen@2\.0\.0' runs its own code"):
         load_plugin(registry, "acme/sharpen")
@@ -184,13 +185,13 @@ def test_concurrent_installs_do_not_lose_each_other(empty_registry, tmp_path, mo
 
     registry = empty_registry
     registry.root.mkdir()
-    original = Registry._check_files
+    original = Installer.check_files
 
     def slow_check(self, record, trust) -> None:  # widen the window in which two installs could interleave
         original(self, record, trust)
         time.sleep(0.3)
 
-    monkeypatch.setattr(Registry, "_check_files", slow_check)
+    monkeypatch.setattr(Installer, "check_files", slow_check)
     folders = [python_folder(tmp_path / "one"), python_folder(tmp_path / "two", version="2.0.0")]
     manifest = folders[1] / "diffplugin.yaml"
     manifest.write_text(manifest.read_text().replace("id: acme/sharpen", "id: acme/sharpen-two"))
@@ -365,7 +366,7 @@ def test_failure_while_recording_state_leaves_nothing_installed(registry, tmp_pa
     def disk_full(src, dst) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("registry.store.os.replace", disk_full)  # the real save runs up to its final rename
+    monkeypatch.setattr("registry.state.os.replace", disk_full)  # the real save runs up to its final rename
     with pytest.raises(OSError, match="disk full"):
         registry.install(python_folder(tmp_path / "p", version="3.0.0"), trust=True)
     assert snapshot(registry.root) == before

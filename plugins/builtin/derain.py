@@ -18,7 +18,7 @@ from PIL import Image
 from scipy import ndimage
 
 from plugins.builtin._common import fill_from_neighbours, number, odd, scale_of, to_array, to_image
-from registry.errors import CannotHelp
+from plugins.errors import CannotHelp
 
 
 def _opening(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -19,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 
 from plugins.builtin._common import guided_filter, luminance, number, scale_of, to_array, to_image
-from registry.errors import CannotHelp
+from plugins.errors import CannotHelp
 
 #: Below this gamma the division changes the photo by less than JPEG noise: not worth an edit.
 SMALLEST_GAMMA = 0.05
