@@ -334,7 +334,14 @@ def train_plugin_command(
             )
         except ValidationError as err:
             raise CliError(_first_validation_error(err)) from None
-        result = train_plugin(config, progress=not as_json)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        # train_plugin reports on the main process only, so under `accelerate launch` one bar moves.
+        with Progress(TextColumn(f"training {task}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=as_json) as bar:
+            job = bar.add_task("train", total=max_train_steps, loss="-")
+            result = train_plugin(config, progress=lambda event: bar.update(
+                job, completed=event.done, loss="-" if event.loss is None else f"{event.loss:.4f}"))
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, one report is enough
         return
     emit(result, as_json, lambda: typer.echo(f"trained {result.global_step} steps, last loss "

@@ -42,7 +42,6 @@ def main(out: Path) -> Path:
     result = train_plugin(
         TrainConfig(data=csv, task="derain", output_dir=out / "training", base=str(out / "base"), resolution=32,
                     max_train_steps=5, learning_rate=1e-3, scale_lr=False, num_validation_images=0),
-        progress=False,
     )
 
     pipe = DiffPluginPipeline.from_base(out / "base")

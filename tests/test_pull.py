@@ -47,12 +47,20 @@ def test_offline_plugin_download_fails_with_instructions(tmp_path, no_network) -
 
 
 
+RELEASE_FILES = ("derain/scb/config.json", "derain/scb/diffusion_pytorch_model.bin", "derain/tpb.pt",
+                 "plugin_selector/PromptTunner.pt")
+
+
+def fake_release(folder: Path) -> Path:
+    """A folder laid out like the official release, each file ten bytes."""
+    for name in RELEASE_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x" * 10)
+    return folder
+
+
 def test_downloads_report_progress_per_file(tmp_path) -> None:
-    release = tmp_path / "release"
-    for name in ("derain/scb/config.json", "derain/scb/diffusion_pytorch_model.bin", "derain/tpb.pt",
-                 "plugin_selector/PromptTunner.pt"):
-        (release / name).parent.mkdir(parents=True, exist_ok=True)
-        (release / name).write_bytes(b"x" * 10)
+    release = fake_release(tmp_path / "release")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(release))
     events: list[ProgressEvent] = []
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
@@ -63,8 +71,15 @@ def test_downloads_report_progress_per_file(tmp_path) -> None:
         finally:
             server.shutdown()
     assert [(e.kind, e.what, e.done, e.total) for e in events] == [
-        ("download", name, 10, 10) for name in ("derain/scb/config.json", "derain/scb/diffusion_pytorch_model.bin",
-                                                "derain/tpb.pt", "plugin_selector/PromptTunner.pt")]
+        ("download", name, 10, 10) for name in RELEASE_FILES]
+
+
+def test_downloads_from_a_file_url(tmp_path) -> None:
+    release = fake_release(tmp_path / "release")
+    events: list[ProgressEvent] = []
+    download_official(release.as_uri(), ["derain"], tmp_path / "out", progress=events.append)
+    assert all((tmp_path / "out" / name).read_bytes() == b"x" * 10 for name in RELEASE_FILES)
+    assert [(e.what, e.done, e.total) for e in events] == [(name, 10, 10) for name in RELEASE_FILES]
 
 def test_pull_from_local_folders_gives_a_ready_models_folder(tmp_path, tiny_base_dir, tiny_pipe, photo) -> None:
     clone = tmp_path / "Diff-Plugin"  # laid out like a clone of the official repository

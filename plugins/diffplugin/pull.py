@@ -154,7 +154,9 @@ def download_official(url: str, tasks: Sequence[str], dest: Path, progress: Prog
         address = f"{url.rstrip('/')}/{relative}"
         try:
             with urllib.request.urlopen(address, timeout=60) as response, target.open("wb") as out:
-                total = response.length
+                # Not `response.length`: a file:// response has none; the header is there for both.
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
                 done = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)

@@ -35,6 +35,7 @@ from plugins.diffplugin.pipeline import (
 from plugins.diffplugin.plugin import TaskPlugin, check_compatible
 from plugins.diffplugin.settings import PluginSettings
 from plugins.errors import FileInTheWay, MissingFile
+from plugins.progress import Progress, ProgressEvent
 
 if TYPE_CHECKING:  # loaded by `train_plugin` only: importing them is slow
     from accelerate import Accelerator
@@ -201,13 +202,14 @@ def _save_validation(pipe: DiffPluginPipeline, plugin: TaskPlugin, pairs: list[P
     pipe.set_progress_bar_config(disable=False)  # type: ignore[no-untyped-call]  # diffusers leaves it unannotated
 
 
-def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, progress: bool = True) -> TrainResult:
-    """Train (or resume training) a Task-Plugin; returns where the final plugin was written."""
+def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None,
+                 progress: Progress | None = None) -> TrainResult:
+    """Train (or resume training) a Task-Plugin; returns where the final plugin was written. `progress` hears
+    each optimiser step (kind 'train', with the loss) on the main process only, so one bar shows one run."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # the top level types as a placeholder
-    from tqdm.auto import tqdm
 
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -272,8 +274,9 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     log = (config.output_dir / LOG_FILE).open("a")
-    bar = tqdm(total=config.max_train_steps, initial=global_step, desc=f"train {config.task}",
-               disable=not (progress and accelerator.is_local_main_process))
+    report = progress if accelerator.is_main_process else None
+    if report is not None:  # a resumed run starts its bar where the checkpoint left off
+        report(ProgressEvent("train", global_step, config.max_train_steps, what=config.task))
     last_loss = float("nan")
     micro_losses: list[torch.Tensor] = []
     validation_losses: dict[int, float] = {}
@@ -307,8 +310,9 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
             global_step += 1
             last_loss = accelerator.gather(torch.stack(micro_losses).mean()).mean().item()
             micro_losses.clear()
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}")
+            if report is not None:
+                report(ProgressEvent("train", global_step, config.max_train_steps, what=config.task,
+                                     loss=last_loss))
             record = {"step": global_step, "epoch": epoch, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0]}
             if accelerator.is_main_process and global_step % config.validation_steps == 0:
                 tpb.eval()
@@ -330,7 +334,6 @@ def train_plugin(config: TrainConfig, pipe: DiffPluginPipeline | None = None, pr
             if global_step >= config.max_train_steps:
                 break
         epoch += 1
-    bar.close()
     log.close()
 
     final = config.output_dir / FINAL_PLUGIN_FOLDER
