@@ -49,7 +49,8 @@ class PluginKind(Protocol):
     diffusion: bool
 
     def manifest_problem(self, manifest: PluginManifest) -> str | None:
-        """Why `manifest` is not a valid manifest of this kind (its own table, its rules), else None."""
+        """Why `manifest` breaks a rule of this kind, else None (that it fills its own table and no other is
+        checked for every manifest, in `PluginManifest`)."""
         ...
 
     def check_files(self, manifest: PluginManifest, folder: Path) -> None:

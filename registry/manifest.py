@@ -176,6 +176,12 @@ class PluginManifest(_Strict):
 
     @model_validator(mode="after")
     def _kind_matches(self) -> PluginManifest:
+        # Each kind has a table named after it; a manifest fills its own kind's table and no other.
+        tables = {"diffplugin": self.diffplugin, "python": self.python}
+        others = [name for name, table in tables.items() if name != self.kind and table is not None]
+        if tables.get(self.kind) is None or others:
+            unwanted = " and ".join(f"no '{name}' table" for name in tables if name != self.kind)
+            raise ValueError(f"kind '{self.kind}' needs a '{self.kind}' table and {unwanted}")
         if problem := kind_for(self).manifest_problem(self):
             raise ValueError(problem)
         paths = [w.path for w in self.weights]

@@ -32,8 +32,6 @@ class DiffPluginKind:
     diffusion = True
 
     def manifest_problem(self, manifest: PluginManifest) -> str | None:
-        if manifest.diffplugin is None or manifest.python is not None:
-            return "kind 'diffplugin' needs a 'diffplugin' table and no 'python' table"
         if len(manifest.tasks) != 1:
             return "a diffplugin plugin performs exactly one task"
         return None
