@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scenes import scene_paths  # benchmarks/ is the script's own folder, first on sys.path
+from scenes import SCENE, load_scene, scene_photos  # benchmarks/ is the script's own folder, first on sys.path
 from scipy.ndimage import gaussian_filter
 from skimage import data as skdata
 
@@ -449,15 +449,14 @@ EXTRA = {"moire": moire, "highlight": highlight, "rain_heavy": rain_heavy, "rain
 # ------------------------------------------------------------------------------------------------ samples
 
 
-#: The prefix of the everyday scenes fetched from Debian's packages (benchmarks/scenes.py, `--scenes DIR`).
-SCENE = "scene:"
-#: The folder of those scenes; set by main() before the measuring processes fork, which inherit it.
+#: The folder of the everyday scenes (`--scenes DIR`, benchmarks/scenes.py); set by main() before the measuring
+#: processes fork, which inherit it.
 scenes_dir: Path | None = None
 
 
 def photo(name: str) -> Image.Image:
     if name.startswith(SCENE) and scenes_dir is not None:
-        return Image.open(scenes_dir / f"{name.removeprefix(SCENE)}.png").convert("RGB")
+        return load_scene(scenes_dir, name)
     array = getattr(skdata, name)()
     array = array[0] if isinstance(array, tuple) else array  # stereo pairs: the left view
     return Image.fromarray(array).convert("RGB")
@@ -778,7 +777,7 @@ def main() -> None:
     if args.scenes:
         global scenes_dir
         scenes_dir = args.scenes
-        names = [SCENE + path.stem for path in scene_paths(args.scenes)]
+        names = scene_photos(args.scenes)
         calibration_photos += [name for i, name in enumerate(names) if i % 5 != 4]
         held_out_photos += names[4::5]
     calibration_set = measure_all(samples(calibration_photos, CALIBRATION_STRENGTHS, 1000, False), args.workers)

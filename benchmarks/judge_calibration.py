@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scenes import scene_paths  # benchmarks/ is the script's own folder, first on sys.path
+from scenes import SCENE, load_scene, scene_photos  # benchmarks/ is the script's own folder, first on sys.path
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from assistant.judge import (
@@ -54,6 +54,7 @@ from assistant.judge import (
     small_copy,
 )
 from assistant.quality import judge as damage_check
+from plugins.atomic_files import write_atomic
 from plugins.builtin import deblur, dehaze, demoire, denoise, derain, highlight, lowlight
 from plugins.builtin.synthetic import moire, specular
 from plugins.data.degradations import degrade
@@ -123,10 +124,6 @@ class Pair:
     variant: str = "full"
 
 
-#: The prefix of the scenes fetched from Debian's packages (benchmarks/scenes.py), read from --scenes.
-SCENE = "scene:"
-
-
 def photo_names(extra: bool = False, scenes: Path | None = None) -> list[str]:
     names = list(SKIMAGE_PHOTOS)
     try:
@@ -136,12 +133,12 @@ def photo_names(extra: bool = False, scenes: Path | None = None) -> list[str]:
     else:
         names += SKLEARN_PHOTOS
     names += list(TEXTUAL_PHOTOS) if extra else []
-    return names + [SCENE + path.stem for path in scene_paths(scenes)] if scenes else names
+    return names + scene_photos(scenes) if scenes else names
 
 
 def _photo(name: str, variant: str, scenes: Path | None = None) -> Image.Image:
     if name.startswith(SCENE) and scenes is not None:
-        pixels = np.asarray(Image.open(scenes / f"{name.removeprefix(SCENE)}.png").convert("RGB"))
+        pixels = np.asarray(load_scene(scenes, name))
     elif name in SKLEARN_PHOTOS:
         from sklearn.datasets import load_sample_image
 
@@ -252,9 +249,7 @@ def _pairs_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
     name, variant, seed, scenes, folder = job
     path = folder / f"{name.replace(':', '-')}.{variant}.pkl"
     if not path.is_file():
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(pickle.dumps(_pairs_for((name, variant, seed, scenes))))
-        partial.replace(path)
+        write_atomic(path, pickle.dumps(_pairs_for((name, variant, seed, scenes))))
     return path
 
 

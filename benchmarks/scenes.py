@@ -98,12 +98,23 @@ def fetch(folder: Path) -> list[Path]:
     return written
 
 
-def scene_paths(folder: Path) -> list[Path]:
-    """The fetched scenes in `folder`, in DEBIAN_SCENES' order; names them when any is missing."""
+#: How the calibration scripts name a fetched scene among their other photos ("scene:pier").
+SCENE = "scene:"
+
+
+def scene_photos(folder: Path) -> list[str]:
+    """The fetched scenes in `folder` as photo names (`SCENE` + name), in DEBIAN_SCENES' order; names the missing
+    ones when any is."""
     missing = [name for name in scene_names() if not (folder / f"{name}.png").is_file()]
     if missing:
         raise SystemExit(f"{folder}: missing {', '.join(missing)}; run: python benchmarks/scenes.py fetch {folder}")
-    return [folder / f"{name}.png" for name in scene_names()]
+    return [SCENE + name for name in scene_names()]
+
+
+def load_scene(folder: Path, photo: str) -> Image.Image:
+    """The RGB pixels of a photo named by `scene_photos`."""
+    with Image.open(folder / f"{photo.removeprefix(SCENE)}.png") as opened:
+        return opened.convert("RGB")
 
 
 def main() -> None:

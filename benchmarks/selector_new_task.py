@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
-from assistant.selector.candidates import examples_of
+from selector_official import official_candidates  # benchmarks/ is the script's own folder
+
 from assistant.selector.evaluate import evaluate
 from assistant.selector.instructions import load_instructions, training_set
-from assistant.selector.model import Candidate, OfflineSelector
+from assistant.selector.model import OfflineSelector
 from assistant.selector.train import SelectorTrainConfig, train_selector
-from registry.discover import BUILTIN_MANIFESTS
-from registry.manifest import load_manifest
 
 
 def main() -> None:
@@ -30,8 +28,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=SelectorTrainConfig().steps)
     args = parser.parse_args()
     rows = [r for r in training_set() if args.task not in r.tasks]
-    manifests = [load_manifest(p) for p in sorted(Path(BUILTIN_MANIFESTS).glob("*.yaml"))]
-    candidates = [Candidate(m.id, t, examples_of(m)) for m in manifests for t in m.tasks]
+    candidates = official_candidates()
     val = load_instructions(split="val")
     with tempfile.TemporaryDirectory() as folder:
         train_selector(SelectorTrainConfig(steps=args.steps), rows, folder)
