@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from registry.tasks import TASKS as CATALOGUE
-from registry.tasks import UNSERVED
+from plugins.tasks import TASKS as CATALOGUE
+from plugins.tasks import UNSERVED
 
 __all__ = ["FACE_TASK", "FEATURES", "TASKS", "UNCOVERED", "Face", "FeatureSpec", "Finding", "confidence", "detect",
            "find_faces", "load_calibration", "measure"]

@@ -146,7 +146,7 @@ class Thresholds:
 
 
 # Which judged measures a task is expected to change, so that a change there is not held against it: one entry per
-# catalogue task a built-in plugin serves (registry/tasks.py). A task not listed here (a community plugin's) is
+# catalogue task a built-in plugin serves (plugins/tasks.py). A task not listed here (a community plugin's) is
 # judged on every measure in JUDGED.
 EXPECTED_CHANGES: dict[str, frozenset[str]] = {
     # Rain streaks, snowflakes and moire are high-frequency patterns the Laplacian counts as detail.

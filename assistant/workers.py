@@ -48,6 +48,24 @@ class Outcome:
     details: str | None = None  # a bug's traceback, for --debug
 
 
+#: Progress reporting for one photo, by its name and number of plan steps.
+PhotoProgress = Callable[[str, int], "Progress"]
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """What every edit of one command shares, built once where the user's options come in (the CLI): the open
+    registry, one executor (its base model loads once) and, for a terminal, each photo's progress reporting."""
+
+    registry: Registry
+    executor: Executor
+    progress: PhotoProgress | None = None
+
+    def report(self, name: str, steps: int) -> Progress | None:
+        """The progress reporting of photo `name`, whose plan has `steps` steps."""
+        return self.progress(name, steps) if self.progress else None
+
+
 class Workers(Protocol):
     def map(self, jobs: Iterable[Job | Outcome]) -> Iterator[Outcome]:
         """Run each job; an `Outcome` among the jobs (a photo that failed before it could be planned) passes
@@ -80,17 +98,16 @@ def edit(job: Job, registry: Registry, executor: Executor, progress: Progress | 
 class LocalWorkers:
     """One executor in this process: the base model loads once, progress shows per denoising step."""
 
-    def __init__(self, registry: Registry, executor: Executor,
-                 progress: Callable[[str, int], Progress] | None = None) -> None:
-        self.registry, self.executor, self.progress = registry, executor, progress
+    def __init__(self, context: EditContext) -> None:
+        self.context = context
 
     def map(self, jobs: Iterable[Job | Outcome]) -> Iterator[Outcome]:
         for job in jobs:
             if isinstance(job, Outcome):
                 yield job
                 continue
-            progress = self.progress(job.name, len(job.plan.steps)) if self.progress else None
-            yield edit(job, self.registry, self.executor, progress)
+            yield edit(job, self.context.registry, self.context.executor,
+                       self.context.report(job.name, len(job.plan.steps)))
 
     def close(self) -> None:
         pass

@@ -48,7 +48,7 @@ def run(photos: int) -> dict[str, Any]:
     from assistant.paths import open_registry
     from assistant.planning import Plan, Step
     from assistant.ray_workers import RayWorkers
-    from assistant.workers import Job, LocalWorkers
+    from assistant.workers import EditContext, Job, LocalWorkers
     from plugins.diffplugin.plugin import TaskPlugin
     from plugins.diffplugin.tiny import make_tiny_base
 
@@ -70,7 +70,7 @@ def run(photos: int) -> dict[str, Any]:
         def jobs(step: Step = step, images: list[PIL.Image.Image] = images) -> list[Job]:
             return [Job(f"{i}.png", image, Plan(steps=[step])) for i, image in enumerate(images)]
 
-        row = {"local": throughput(LocalWorkers(open_registry(registry), Executor(settings)), jobs(), 1)}
+        row = {"local": throughput(LocalWorkers(EditContext(open_registry(registry), Executor(settings))), jobs(), 1)}
         for count in (1, 2):
             start = time.perf_counter()
             pool = RayWorkers(registry, settings, workers=count)

@@ -3,6 +3,7 @@
     python benchmarks/detector_accuracy.py            # fit, compare with the stored file, evaluate the stored file
     python benchmarks/detector_accuracy.py --write    # fit, write assistant/detector_calibration.json, evaluate it
     python benchmarks/detector_accuracy.py --real     # only: the stored file on tests/data/real-photos (labelled)
+    python benchmarks/detector_accuracy.py --stats /tmp/detector_stats.pkl   # measure once, later runs reuse it
 
 Clean photos from `skimage.data` (4 variants each: full, mirrored, a 70 % crop, a 60 % downscale) are degraded
 with `plugins.data.degradations` (haze, rain, snow, blur, lowlight, noise) and with the generators below, which
@@ -27,11 +28,12 @@ import io
 import json
 import math
 import os
+import pickle
 import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -537,6 +539,39 @@ def measure_all(found: list[Sample], workers: int) -> Measured:
         return Measured(found, list(pool.map(_measure, found, chunksize=4)))
 
 
+def measure_cached(name: str, found: list[Sample], workers: int, cache: Path | None) -> Measured:
+    """`measure_all`, or the statistics saved in `cache` (a pickle: set name -> samples as plain tuples and
+    their statistics) when it holds exactly these samples and two of them, measured again, agree.
+
+    Measuring takes most of the run (about 20 minutes on two busy cores) and fitting seconds, so a cache makes
+    trying other models cheap. The spot check catches a cache left from before a statistic or a degradation
+    changed; it cannot catch a change that leaves both spot samples alone, so delete the file after such edits.
+    """
+    stored: dict[str, tuple[list[tuple], list[dict[str, float]]]] = {}
+    if cache is not None and cache.is_file():
+        with cache.open("rb") as handle:
+            stored = pickle.load(handle)
+    keys = [astuple(sample) for sample in found]
+    if name in stored and stored[name][0] == keys:
+        stats = stored[name][1]
+        spots = sorted({1 % len(found), len(found) // 2})
+        if all(_agrees(_measure(found[i]), stats[i]) for i in spots):
+            print(f"{name}: {len(found)} measured samples from {cache}")
+            return Measured(found, stats)
+        print(f"{name}: {cache} disagrees with a fresh measurement; measuring again")
+    measured = measure_all(found, workers)
+    if cache is not None:
+        stored[name] = (keys, measured.stats)
+        with cache.open("wb") as handle:
+            pickle.dump(stored, handle)
+    return measured
+
+
+def _agrees(fresh: dict[str, float], cached: dict[str, float]) -> bool:
+    return fresh.keys() == cached.keys() and all(
+        math.isclose(fresh[key], cached[key], rel_tol=1e-4, abs_tol=1e-6) for key in fresh)
+
+
 # ---------------------------------------------------------------------------------------------------- fit
 
 
@@ -764,6 +799,9 @@ def main() -> None:
     parser.add_argument("--real", nargs="?", type=Path, const=REAL_PHOTOS, default=None, metavar="DIR",
                         help="only score the stored calibration on labelled real photos (default DIR: "
                              "tests/data/real-photos, with a labels.csv)")
+    parser.add_argument("--stats", type=Path, metavar="FILE",
+                        help="reuse the measured statistics saved in FILE when they are of the same samples (a "
+                             "spot check measures two again), else measure and save them there")
     parser.add_argument("--scenes", type=Path, metavar="DIR",
                         help="also the everyday scenes fetched by `python benchmarks/scenes.py fetch DIR`: four in "
                              "five calibrate, every fifth is held out")
@@ -780,7 +818,8 @@ def main() -> None:
         names = scene_photos(args.scenes)
         calibration_photos += [name for i, name in enumerate(names) if i % 5 != 4]
         held_out_photos += names[4::5]
-    calibration_set = measure_all(samples(calibration_photos, CALIBRATION_STRENGTHS, 1000, False), args.workers)
+    calibration_set = measure_cached("calibration", samples(calibration_photos, CALIBRATION_STRENGTHS, 1000, False),
+                                     args.workers, args.stats)
     fitted = fit(calibration_set)
     if args.write:
         CALIBRATION_PATH.write_text(json.dumps(fitted, indent=2) + "\n")
@@ -795,7 +834,7 @@ def main() -> None:
         print(f"note: the stored calibration differs from a fresh fit by up to {drift:.3g}; rerun with --write")
 
     held_out = samples(held_out_photos, HELD_OUT_STRENGTHS, 5000, True)
-    held_out_set = measure_all(held_out, args.workers)
+    held_out_set = measure_cached("held-out", held_out, args.workers, args.stats)
     print(f"\nHeld-out photos {', '.join(held_out_photos)} (4 variants each), threshold {args.threshold}; "
           f"calibrated on {len(calibration_photos)} other photos ({len(calibration_set.samples)} images).\n")
     print(evaluate(held_out_set, stored, args.threshold))

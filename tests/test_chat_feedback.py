@@ -149,7 +149,7 @@ def test_a_failed_plan_also_replaces_planning(photo_file: Path, planner: HeldPla
 
 def test_continue_skips_empty_conversations_and_says_when_there_is_nothing_to_continue(
         photo_file: Path, planner: HeldPlanner) -> None:
-    from assistant.chat_cli import _session
+    from assistant.cli.chat import _session
 
     store = ConversationStore(data_dir() / "chat")
     fresh = _session(store, None, None, None, True)

@@ -148,5 +148,6 @@ def test_apply_turns_phone_photos_upright(tiny_models: Path, tmp_path: Path) -> 
     PIL.Image.fromarray(photo_array("chelsea", 64)).save(photo, exif=exif)
     out = tmp_path / "upright.png"
     data = as_json(invoke("apply", photo, "--base", tiny_models, "-p", tiny_models / "plugins" / "derain",
-                          "--steps", "1", "--short-side", "32", "-o", out, "--json"))
+                          "--steps", "1", "--short-side", "32", "--seed", "7", "-o", out, "--json"))
     assert data["size"] == [43, 64]
+    assert data["seed"] == 7  # the diffusion options reach the command as one DiffusionSettings

@@ -107,6 +107,26 @@ def test_every_command_that_edits_takes_the_same_diffusion_options() -> None:
         assert all(option in page for option in ("--base", "--image-encoder", "--steps", "--seed", "--device"))
 
 
+def test_the_diffusion_options_are_declared_once_with_each_commands_defaults() -> None:
+    """`@diffusion_options`: the same options in the same order on every command that edits; `apply` judges only
+    when asked and takes no --explore."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+
+    def diffusion(command: str) -> dict[str, object]:
+        return {p.name: p.default for p in root.commands[command].params
+                if getattr(p, "rich_help_panel", None) == "Diffusion options"}
+
+    edit = diffusion("edit")
+    assert list(edit) == ["device", "base", "image_encoder", "steps", "chain_steps", "seed", "short_side", "resize",
+                          "chain_latents", "judge", "explore", "compile"]
+    assert edit["judge"] is True and diffusion("run") == diffusion("batch") == edit
+    assert diffusion("apply") == {name: False if name == "judge" else default for name, default in edit.items()
+                                  if name != "explore"}
+    assert [p.name for p in root.commands["edit"].params][-1] == "as_json"
+
+
 # --------------------------------------------------------------------------- the README agrees with --help
 def readme_reference() -> dict[str, str]:
     """The README's command reference: usage line -> description."""

@@ -188,28 +188,28 @@ def test_installing_or_removing_a_plugin_encodes_only_its_own_examples(tmp_path:
     encoder = CountingEncoder()
     monkeypatch.setattr(model_module, "load_runtime", lambda adapter: encoder)
     registry = Registry(tmp_path / "registry", models_dir=tmp_path / "models")
-    first = load_selector(store=registry)
+    first = load_selector(registry)
     built_in = set(encoder.encoded)
     assert built_in and len(encoder.encoded) == len(built_in)
     encoder.encoded.clear()
-    again = load_selector(store=registry)  # a second start: nothing encoded
+    again = load_selector(registry)  # a second start: nothing encoded
     assert encoder.encoded == [] and np.array_equal(first._support, again._support)
 
     registry.install(code_folder(tmp_path / "negative"), trust=True)
-    with_negative = load_selector(store=registry)
+    with_negative = load_selector(registry)
     assert set(encoder.encoded) == NEGATIVE_TEXTS  # the new plugin's examples, and nothing else
     assert "negative" in with_negative.labels and len(with_negative._support) == len(first._support) + 4
 
     encoder.encoded.clear()
     registry.disable("acme/negative")
-    load_selector(store=registry)
+    load_selector(registry)
     registry.enable("acme/negative")
-    load_selector(store=registry)  # disabled, its texts left the cache; enabled again, they are encoded again
+    load_selector(registry)  # disabled, its texts left the cache; enabled again, they are encoded again
     assert set(encoder.encoded) == NEGATIVE_TEXTS
 
     encoder.encoded.clear()
     registry.remove("acme/negative")
-    after = load_selector(store=registry)
+    after = load_selector(registry)
     assert encoder.encoded == [] and np.array_equal(after._support, first._support)
     cache = EmbeddingCache(registry.root / EXAMPLES_CACHE, encoder_key(ADAPTER))
     assert set(cache._load()) == built_in  # exactly the enabled plugins' texts

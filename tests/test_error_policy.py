@@ -129,7 +129,7 @@ def test_a_file_the_system_refuses_is_not_called_a_bug(tmp_path: Path) -> None:
 
 
 def test_a_reader_gone_is_left_to_the_root_command() -> None:
-    from assistant.cli_common import reported
+    from assistant.cli.common import reported
 
     # `diffplugin plugins list | head -1`: QuietPipeGroup ends such a command quietly; it is no error to report.
     with pytest.raises(BrokenPipeError), reported(as_json=False):

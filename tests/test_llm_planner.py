@@ -15,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from assistant.planning import load_planner
 from assistant.planning.llm import LLMPlanner, LLMUnavailable, load_chat_model, order_rules, plan_schema, system_prompt
 from assistant.planning.policy import POLICY_FILE, OrderPolicy
-from registry.tasks import TASKS
+from plugins.tasks import TASKS
 
 REQUEST = "brighten it and remove the rain"
 

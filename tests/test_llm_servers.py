@@ -29,7 +29,7 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from assistant.edit_cli import LLMTimeoutOption
+from assistant.cli.edit import LLMTimeoutOption
 from assistant.planning import Plan, load_planner
 from assistant.planning.llm import LLMPlanner
 from assistant.planning.providers import DEFAULT_TIMEOUT_S, load_chat_model, smollm2_path

@@ -186,17 +186,17 @@ def test_fix_this_photo_plans_from_the_detector(planner) -> None:
 
 
 def test_installed_diffusion_weights_are_preferred_over_the_built_in(tmp_path: Path, tiny_pipe) -> None:
-    from assistant.paths import models_dir
+    from assistant.paths import models_dir, open_registry
     from assistant.planning import load_planner
     from registry.store import Registry
     from tests.plugin_folders import diffplugin_folder
 
     registry = tmp_path / "reg"
-    without = load_planner(registry).plan("remove the rain streaks")
+    without = load_planner(open_registry(registry)).plan("remove the rain streaks")
     assert [s.plugin for s in without.steps] == ["diffplugin/derain-classic"]
     assert any("no diffusion weights" in note for note in without.notes)
     Registry(registry, models_dir=models_dir()).install(diffplugin_folder(tmp_path / "derain-tiny", tiny_pipe))
-    with_weights = load_planner(registry).plan("remove the rain streaks")
+    with_weights = load_planner(open_registry(registry)).plan("remove the rain streaks")
     assert [s.plugin for s in with_weights.steps] == ["acme/derain-tiny"] and not with_weights.notes
 
 

@@ -18,7 +18,7 @@ import yaml
 from PIL import ImageEnhance, ImageFilter
 
 from assistant.quality import EXPECTED_CHANGES, JUDGED, Measures, Thresholds, Verdict, judge, measure
-from registry.tasks import OFFICIAL
+from plugins.tasks import OFFICIAL
 
 # The Diff-Plugin restoration tasks.
 RESTORATION_TASKS = OFFICIAL

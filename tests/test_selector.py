@@ -40,9 +40,11 @@ def test_hurried_joiners_split_too() -> None:
 
 def test_a_typo_ridden_compound_request_keeps_both_tasks(tmp_path: Path) -> None:
     """Issue 15: "adn" once hid the brightening, and the photo came out darker."""
+    from assistant.paths import open_registry
     from assistant.selector import load_selector
 
-    selection = load_selector(tmp_path / "reg").select("pls remvoe teh fogg adn make it brigther, its to dakr")
+    selector = load_selector(open_registry(tmp_path / "reg"))
+    selection = selector.select("pls remvoe teh fogg adn make it brigther, its to dakr")
     assert set(selection.tasks) == {"dehaze", "lowlight"}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant.paths import open_registry
 from assistant.selector import load_selector
 from assistant.selector.instructions import EXAMPLE_FILES, training_set
 from assistant.selector.model import WEIGHTS, Candidate, OfflineSelector, SupportBank
@@ -53,7 +54,7 @@ CRISP_CODE = "def crisp(image):\n    return image\n"
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> OfflineSelector:
     """Over the default registry: the shipped plugins, built-ins included (denoise and the adjustments)."""
-    return load_selector(tmp_path_factory.mktemp("voices") / "reg")
+    return load_selector(open_registry(tmp_path_factory.mktemp("voices") / "reg"))
 
 
 def test_the_held_out_requests_were_never_trained_on() -> None:
@@ -80,9 +81,9 @@ def test_an_installed_plugin_wins_on_its_own_examples(tmp_path: Path, text: str)
     from registry.store import Registry
 
     store = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
-    assert load_selector(store=store).select(text).tasks == ["deblur"]  # before: the built-in deblur
+    assert load_selector(store).select(text).tasks == ["deblur"]  # before: the built-in deblur
     store.install(python_folder(tmp_path / "acme-sharpen"), trust=True)
-    selection = load_selector(store=store).select(text)
+    selection = load_selector(store).select(text)
     assert [p.id for p in selection.plugins] == ["acme/sharpen"]
     assert any("deblur" in note and "acme/sharpen" in note for note in selection.notes)
 
@@ -92,7 +93,7 @@ def test_an_installed_plugin_takes_only_what_its_examples_say(tmp_path: Path) ->
 
     store = Registry(tmp_path / "reg", models_dir=tmp_path / "models")
     store.install(code_folder(tmp_path / "crisp", CRISP_MANIFEST, CRISP_CODE), trust=True)
-    selector = load_selector(store=store)
+    selector = load_selector(store)
     assert selector.select("crispen the edges please").tasks == ["crispen"]
     assert selector.select("make the edges crisper").tasks == ["crispen"]  # its own example, word for word
     # Requests its examples do not say stay with the shipped tasks, and so does the rest of a compound request.

@@ -1,4 +1,4 @@
-"""The task catalogue (registry/tasks.py) is the one list of task ids: every built-in manifest, the order policy,
+"""The task catalogue (plugins/tasks.py) is the one list of task ids: every built-in manifest, the order policy,
 the detector, the quality check, `models pull`, the chat, the LLM prompt and the shipped data name only tasks it
 knows, and the per-task tables that live beside their code are keyed by its ids."""
 
@@ -10,10 +10,10 @@ import re
 import pytest
 
 from assistant.planning.policy import POLICY_FILE, OrderPolicy
+from plugins.tasks import ADJUSTMENTS, OFFICIAL, TASKS, UNSERVED, describe
+from plugins.tasks import RESTORATION as CATALOGUE_RESTORATION
 from registry.discover import BUILTIN_FOLDERS
 from registry.manifest import _TASK, load_manifest
-from registry.tasks import ADJUSTMENTS, OFFICIAL, TASKS, UNSERVED, describe
-from registry.tasks import RESTORATION as CATALOGUE_RESTORATION
 
 #: Catalogue tasks a built-in plugin performs.
 SERVED = {task.id for task in TASKS.values() if task.served}

@@ -218,14 +218,14 @@ class ChatScreen(Screen[None]):
         self.session.planner_error = None
         try:
             try:
-                self.session.planner = load_planner(self.session.registry.root, llm,
+                self.session.planner = load_planner(self.session.registry, llm,
                                                     getattr(self.app, "llm_timeout", None))
             except SHOWN_ERRORS as err:
                 if not llm:
                     raise
                 self.app.call_from_thread(self.error, f"could not use the language model {llm} ({err}); "
                                                       "planning without it")
-                self.session.planner = load_planner(self.session.registry.root, None)
+                self.session.planner = load_planner(self.session.registry, None)
         except SHOWN_ERRORS as err:
             self.session.planner_error = str(err)
             self.app.call_from_thread(self.error, err, "could not load the planner")

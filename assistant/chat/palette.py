@@ -7,7 +7,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from assistant.cli_common import printable
+from assistant.cli.common import printable
 
 #: (title, action on the chat screen, help)
 ACTIONS = [

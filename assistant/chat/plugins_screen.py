@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from assistant.chat.modals import ConfirmModal
-from assistant.cli_common import printable
+from assistant.cli.common import printable
 from assistant.error_report import explained
 from assistant.plugin_status import state_word
 
@@ -73,7 +73,7 @@ class PluginsScreen(Screen[bool]):
 
     def indexes(self) -> CommunityIndexes:
         if self._indexes is None:
-            from assistant.index_cli import open_indexes
+            from assistant.cli.index import open_indexes
 
             self._indexes = open_indexes()
         return self._indexes

@@ -19,7 +19,7 @@ import PIL.Image
 from assistant.chat.store import Conversation, ConversationStore, Message, Version
 from assistant.planning import Plan, Step
 from plugins.errors import DiffPluginError
-from registry.tasks import TASKS
+from plugins.tasks import TASKS
 
 if TYPE_CHECKING:  # the executor and the planners load on first use (the selector takes seconds)
     from assistant.executor import Executor

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Label, LoadingIndicator, ProgressBar, Static
 
-from assistant.cli_common import printable
+from assistant.cli.common import printable
 
 if TYPE_CHECKING:
     from assistant.planning import Plan

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assistant.planning.plan import Plan, PlanError, Step
@@ -23,18 +22,18 @@ if TYPE_CHECKING:  # the executor, planners and registry load when they are used
 __all__ = ["Plan", "PlanError", "Step", "load_planner", "run_plan"]
 
 
-def load_planner(registry: str | Path | None = None, llm: str | None = None,
+def load_planner(registry: Registry | None = None, llm: str | None = None,
                  llm_timeout: float | None = None) -> Planner | LLMPlanner:
-    """The deterministic planner over the registry's enabled plugins, with the shipped selector and policy;
-    with `llm` (a model spec, see `planning/providers.py`), the LLM planner in front of it, whose model gets
-    `llm_timeout` seconds per answer (None: `providers.DEFAULT_TIMEOUT_S`)."""
+    """The deterministic planner over the enabled plugins of `registry` (None: the data folder's), with the shipped
+    selector and policy; with `llm` (a model spec, see `planning/providers.py`), the LLM planner in front of it,
+    whose model gets `llm_timeout` seconds per answer (None: `providers.DEFAULT_TIMEOUT_S`)."""
     from assistant.paths import open_registry
     from assistant.planning.planner import Planner
     from assistant.planning.policy import OrderPolicy
     from assistant.selector import load_selector
 
-    store = open_registry(registry)
-    planner = Planner(store, load_selector(store=store), OrderPolicy.load())
+    store = registry if registry is not None else open_registry()
+    planner = Planner(store, load_selector(store), OrderPolicy.load())
     if not llm:
         return planner
     from assistant.planning.llm import LLMPlanner

@@ -2,7 +2,7 @@
 
 The model is given the request, the tasks the deterministic planner found (selector / detector), the plugins
 that do them, and the order policy's rules between them; the prompt is generated from the task catalogue
-(`registry/tasks.py`) and the policy, never written by hand. Where the model supports it, its answer is
+(`plugins/tasks.py`) and the policy, never written by hand. Where the model supports it, its answer is
 constrained to a JSON schema built for the request, whose plugin ids are only those offered (llama.cpp turns it
 into a grammar; OpenAI-compatible and Ollama servers take it as structured output). The answer is then parsed
 into a `Plan` and checked all the same: offered plugins only, candidate tasks only, declared options only. A plan
@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from assistant.planning.plan import Plan, Step
 from assistant.planning.providers import LLMUnavailable, LocalModelError, load_chat_model
 from plugins.quoting import shown
+from plugins.tasks import RESTORATION, describe
 from registry.kinds import kind_for
-from registry.tasks import RESTORATION, describe
 
 if TYPE_CHECKING:
     import PIL.Image

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from registry.tasks import RESTORATION  # tasks that restore a degradation; the rest are adjustments
+from plugins.tasks import RESTORATION  # tasks that restore a degradation; the rest are adjustments
 
 POLICY_FILE = Path(__file__).parent / "order_policy.yaml"
 

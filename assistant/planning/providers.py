@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from assistant.planning.local_llm import LocalChatModel
 
 
-DEFAULT_TIMEOUT_S = 120.0  # `--llm-timeout`'s help (edit_cli.py) says it in words
+DEFAULT_TIMEOUT_S = 120.0  # `--llm-timeout`'s help (assistant/cli/edit.py) says it in words
 
 
 class LLMUnavailable(DiffPluginError, ValueError):

@@ -17,14 +17,14 @@ if TYPE_CHECKING:
 __all__ = ["WEIGHTS", "Candidate", "OfflineSelector", "SelectedPlugin", "Selection", "Selector", "load_selector"]
 
 
-def load_selector(registry: str | Path | None = None, weights: str | Path | None = None,
-                  image: str | Path | None = None, store: Registry | None = None) -> Selector:
-    """A selector over the enabled plugins of the registry folder `registry` (or of an open `store`);
-    `weights` is a trained selector folder."""
+def load_selector(registry: Registry | None = None, weights: str | Path | None = None,
+                  image: str | Path | None = None) -> Selector:
+    """A selector over the enabled plugins of `registry` (None: the data folder's); `weights` is a trained selector
+    folder."""
     from assistant.paths import models_dir, open_registry
     from assistant.selector.candidates import registry_candidates
 
-    store = store if store is not None else open_registry(registry)
+    store = registry if registry is not None else open_registry()
     offline = OfflineSelector.load(registry_candidates(store), weights or WEIGHTS, cache_folder=store.root)
     if image is None:
         return offline

@@ -29,7 +29,7 @@ from plugins.diffplugin.pipeline import (
 )
 from plugins.diffplugin.plugin import SETTINGS_FILE
 from plugins.progress import Progress, ProgressEvent
-from registry.tasks import OFFICIAL
+from plugins.tasks import OFFICIAL
 
 #: Where the official release keeps its weights (committed to the git repository itself, spec §3).
 OFFICIAL_URL = "https://github.com/yuhaoliu7456/Diff-Plugin/raw/main/pre-trained"

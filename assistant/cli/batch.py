@@ -12,30 +12,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from assistant.cli_common import (
-    CLIP_VISION,
-    BaseOption,
-    ChainLatentsOption,
-    ChainStepsOption,
+from assistant.cli.common import (
     CliError,
-    CompileOption,
-    DeviceOption,
-    ExploreOption,
-    ImageEncoderOption,
     JsonOption,
-    JudgeOption,
     RegistryOption,
-    Resize,
-    ResizeOption,
-    SeedOption,
-    ShortSideOption,
-    StepsOption,
-    diffusion_settings,
+    diffusion_options,
     emit,
     printable,
     reported,
 )
-from assistant.edit_cli import LLMOption, LLMTimeoutOption, edit_session
+from assistant.cli.edit import LLMOption, LLMTimeoutOption, edit_context
+from assistant.cli.help import CliApp
 from assistant.error_report import INTERNAL_EXIT, debug_enabled
 from plugins.progress import Progress as ProgressReport
 from plugins.progress import ProgressEvent
@@ -43,6 +30,7 @@ from plugins.progress import ProgressEvent
 if TYPE_CHECKING:
     from assistant.executor import DiffusionSettings
     from assistant.workers import Outcome, Workers
+    from registry.store import Registry
 
 #: What `batch` picks up in the input folder (by suffix, case-insensitive).
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
@@ -55,6 +43,7 @@ class Backend(StrEnum):
     RAY = "ray"
 
 
+@diffusion_options()
 def batch_command(
     input_dir: Annotated[Path, typer.Argument(help="Folder of photos (not searched recursively).")],
     request: Annotated[str | None, typer.Argument(help="What to do with every photo (or use --plan).")] = None,
@@ -71,18 +60,8 @@ def batch_command(
     workers: Annotated[int | None, typer.Option(
         min=1, help="Ray workers (default: one per GPU in the cluster, else 1; on CPU each takes one core).")]
         = None,
-    device: DeviceOption = None,
-    base: BaseOption = None,
-    image_encoder: ImageEncoderOption = CLIP_VISION,
-    steps: StepsOption = None,
-    chain_steps: ChainStepsOption = 3,
-    seed: SeedOption = 42,
-    short_side: ShortSideOption = 512,
-    resize: ResizeOption = Resize.MIN,
-    chain_latents: ChainLatentsOption = False,
-    judge: JudgeOption = True,
-    explore: ExploreOption = 1,
-    compile: CompileOption = False,
+    *,
+    settings: DiffusionSettings,
     as_json: JsonOption = False,
 ) -> None:
     """Edit every photo in a folder: resumable, and a photo that fails never stops the others.
@@ -94,6 +73,7 @@ def batch_command(
         RAY_ADDRESS=ray://head:10001 diffplugin batch holiday/ "remove the haze" -o fixed/ --executor ray
     """
     with reported(as_json):
+        from assistant.paths import open_registry
         from assistant.photo_output import (
             OutputError,
             OutputTaken,
@@ -119,8 +99,6 @@ def batch_command(
             raise CliError(RAY_MISSING)
         photos = _photos(input_dir, output)
         check_folder(output)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile, base=base,
-                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         shared = Plan.load(plan_file) if plan_file is not None else None
         report: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": []}
         todo = []
@@ -138,7 +116,8 @@ def batch_command(
                                                                         "diffplugin; move it or choose another -o"})
             else:
                 todo.append(photo)
-        planner = load_planner(registry, llm, llm_timeout) if request is not None and todo else None
+        store = open_registry(registry) if todo else None  # a batch with nothing left to do opens nothing
+        planner = load_planner(store, llm, llm_timeout) if request is not None and store is not None else None
 
         def jobs() -> Iterator[Job | Outcome]:
             for photo in todo:
@@ -155,8 +134,8 @@ def batch_command(
                 yield Job(photo.name, image, plan)
 
         by_name = {photo.name: photo for photo in todo}
-        if todo:  # a batch with nothing left to do starts no workers (nor Ray)
-            with _workers(executor, registry, settings, workers, as_json) as (pool, bar):
+        if store is not None:  # a batch with nothing left to do starts no workers (nor Ray)
+            with _workers(executor, store, settings, workers, as_json) as (pool, bar):
                 for outcome in pool.map(jobs()):
                     source = by_name[outcome.name]
                     if outcome.error is not None:
@@ -213,7 +192,7 @@ def _photos(input_dir: Path, output: Path) -> list[Path]:
 
 
 @contextmanager
-def _workers(kind: str, registry: Path | None, settings: DiffusionSettings, workers: int | None, quiet: bool
+def _workers(kind: str, registry: Registry, settings: DiffusionSettings, workers: int | None, quiet: bool
              ) -> Iterator[tuple[Workers, ProgressReport]]:
     """The workers, and a function that shows how many photos are finished. Local: per-photo bars with their
     denoising steps, in this process; Ray: one bar for the batch."""
@@ -222,14 +201,12 @@ def _workers(kind: str, registry: Path | None, settings: DiffusionSettings, work
     if kind == "local":
         from assistant.workers import LocalWorkers
 
-        with edit_session(registry, quiet, settings) as (store, executor, progress):
-            yield LocalWorkers(store, executor, progress), lambda event: None
+        with edit_context(registry, quiet, settings) as context:
+            yield LocalWorkers(context), lambda event: None
         return
-    from assistant.paths import open_registry
     from assistant.ray_workers import RayWorkers
 
-    folder = open_registry(registry).root.resolve()
-    pool = RayWorkers(folder, settings, workers)
+    pool = RayWorkers(registry.root.resolve(), settings, workers)  # a folder: each worker process opens it
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=quiet) as bar:
@@ -239,5 +216,5 @@ def _workers(kind: str, registry: Path | None, settings: DiffusionSettings, work
         pool.close()
 
 
-def register(app: typer.Typer) -> None:
+def register(app: CliApp) -> None:
     app.command("batch")(batch_command)

@@ -1,4 +1,4 @@
-"""`diffplugin eval plugin` and `diffplugin eval orders`: measure plugins, and measure step orders."""
+"""`diffplugin eval …`: measure the selector, plugins and step orders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from assistant.cli_common import (
+from assistant.cli.common import (
     CLIP_VISION,
     BaseOption,
     CliError,
@@ -25,9 +25,46 @@ from assistant.cli_common import (
     emit,
     reported,
 )
+from assistant.cli.help import CliApp
+from assistant.cli.selector import WeightsOption
 
 if TYPE_CHECKING:
     import PIL.Image
+
+
+def eval_selector_command(
+    data: Annotated[Path, typer.Option(help="JSON lines: {\"text\": ..., \"expect\": [plugin ids or tasks]}; "
+                                            "[] means out of scope.")],
+    split: Annotated[str | None, typer.Option(help="Only lines with this `split` (e.g. val).")] = None,
+    registry: RegistryOption = None,
+    weights: WeightsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Exact-set accuracy (by task) on single-task, compound and out-of-scope requests.
+
+    With --json, every line's prediction in the `select` format too.
+    """
+    from rich.progress import Progress
+
+    with reported(as_json), Progress(disable=as_json, transient=True) as bar:
+        from assistant.paths import open_registry
+        from assistant.selector import load_selector
+        from assistant.selector.candidates import task_of
+        from assistant.selector.evaluate import evaluate
+        from assistant.selector.instructions import load_instructions
+
+        rows = load_instructions(data, split=split)
+        selector = load_selector(open_registry(registry), weights)
+        job = bar.add_task("selecting", total=len(rows))
+        report = evaluate(selector.select, rows, str(data), lambda ref: task_of(ref, selector.candidates),
+                          progress=lambda event: bar.update(job, completed=event.done))
+
+    def human() -> None:
+        for kind, score in report.by_kind.items():
+            if score.lines:
+                typer.echo(f"{kind:<9} {score.accuracy:>7.1%}  ({score.correct}/{score.lines})")
+
+    emit(report if as_json else report.by_kind, as_json, human)
 
 
 def eval_plugin_command(
@@ -241,6 +278,6 @@ def _clean_photos(source: str, size: int) -> list[tuple[str, PIL.Image.Image]]:
     return [(name, with_short_side(image, size)) for name, image in named]
 
 
-def register(eval_app: typer.Typer) -> None:
-    eval_app.command("plugin")(eval_plugin_command)
-    eval_app.command("orders")(eval_orders_command)
+def register(app: CliApp) -> None:
+    app.add_group("eval", "Measure the selector, plugins and step orders.",
+                  {"selector": eval_selector_command, "plugin": eval_plugin_command, "orders": eval_orders_command})

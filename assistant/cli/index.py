@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from assistant.cli_common import JsonOption, emit, print_schema, printable, reported
-from assistant.cli_help import CliApp
+from assistant.cli.common import JsonOption, emit, print_schema, printable, reported
+from assistant.cli.help import CliApp
 
 if TYPE_CHECKING:
     from plugins.progress import Progress as ProgressReport
@@ -25,8 +25,7 @@ COMMUNITY_FOLDER = "community"
 KEYS_FOLDER = "keys"
 DEFAULT_KEY = "publisher.key"
 
-index_app = CliApp(
-    help="""Community indexes: add one, then search and install its plugins by id.
+HELP = """Community indexes: add one, then search and install its plugins by id.
 
     For example:
 
@@ -35,13 +34,7 @@ index_app = CliApp(
         diffplugin plugins install acme/deflare
 
     Publishers: `diffplugin index keygen`, then `diffplugin plugins publish FOLDER --index INDEX_DIR`.
-    """,
-    no_args_is_help=True,
-)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(index_app, name="index")
+    """
 
 
 def open_indexes() -> CommunityIndexes:
@@ -89,7 +82,6 @@ def download_progress(as_json: bool) -> Iterator[ProgressReport]:
             bar.stop()
 
 
-@index_app.command("keygen")
 def keygen(output: Annotated[Path | None, typer.Option("-o", "--output", help="Private key file (default: the "
                                                                               "data folder's keys/publisher.key); "
                                                                               "the public key goes beside it, "
@@ -111,7 +103,6 @@ def keygen(output: Annotated[Path | None, typer.Option("-o", "--output", help="P
     emit(data, as_json, human)
 
 
-@index_app.command("add")
 def add(name: Annotated[str, typer.Argument(help="A short name for it, e.g. community.")],
         location: Annotated[str, typer.Argument(help="The index: an http(s) URL, a folder (a checkout, a mirror) "
                                                      "or a file:// URL.")],
@@ -138,7 +129,6 @@ def _print_refused(refused: list) -> None:
         typer.secho(f"refused: {printable(refusal.line)}", fg=typer.colors.YELLOW, err=True)
 
 
-@index_app.command("list")
 def list_indexes(as_json: JsonOption = False) -> None:
     """The indexes added, in the order installs consult them, and the publisher key pinned per namespace."""
     with reported(as_json):
@@ -166,7 +156,6 @@ def list_indexes(as_json: JsonOption = False) -> None:
     emit(data, as_json, human)
 
 
-@index_app.command("remove")
 def remove(name: Annotated[str, typer.Argument(help="The index's name.")], as_json: JsonOption = False) -> None:
     """Remove an index and its cached copy (installed plugins and pinned keys stay)."""
     with reported(as_json):
@@ -175,7 +164,6 @@ def remove(name: Annotated[str, typer.Argument(help="The index's name.")], as_js
          lambda: typer.echo(printable(f"removed {source.name} ({source.location})")))
 
 
-@index_app.command("update")
 def update(name: Annotated[str | None, typer.Argument(help="Only this index (default: all).")] = None,
            archives: Annotated[bool, typer.Option("--archives", help="Also download the newest archive of every "
                                                                       "plugin, to install without the network.")]
@@ -212,7 +200,6 @@ def update(name: Annotated[str | None, typer.Argument(help="Only this index (def
         raise typer.Exit(1)
 
 
-@index_app.command("unpin")
 def unpin(namespace: Annotated[str, typer.Argument(help="The namespace, e.g. acme.")],
           as_json: JsonOption = False) -> None:
     """Forget the key pinned for a namespace, so that the next key seen is pinned.
@@ -223,10 +210,14 @@ def unpin(namespace: Annotated[str, typer.Argument(help="The namespace, e.g. acm
     emit(data, as_json, lambda: typer.echo(f"unpinned {namespace.rstrip('/')}/ (was {data['key_fingerprint']})"))
 
 
-@index_app.command("schema")
 def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file.")] = None,
            as_json: JsonOption = False) -> None:
     """The JSON Schema of an index document (index.json), for index hosts and tools (always JSON)."""
     from registry.community.format import index_schema
 
     print_schema(index_schema(), output, as_json)
+
+
+def register(app: CliApp) -> None:
+    app.add_group("index", HELP, {"keygen": keygen, "add": add, "list": list_indexes, "remove": remove,
+                                  "update": update, "unpin": unpin, "schema": schema})

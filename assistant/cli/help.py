@@ -128,3 +128,14 @@ class CliApp(typer.Typer):
     def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
                 **kwargs: Any) -> Callable[[CommandFunctionType], CommandFunctionType]:
         return super().command(name, cls=cls or HelpCommand, **kwargs)
+
+    def add_group(self, name: str, help: str, commands: dict[str, Callable[..., None]],
+                  callback: Callable[..., None] | None = None) -> None:
+        """A command group of this app: its `commands`, listed in this order, and the `callback` that takes the
+        group's own options."""
+        group = CliApp(help=help, no_args_is_help=True)
+        if callback is not None:
+            group.callback()(callback)
+        for command_name, command in commands.items():
+            group.command(command_name)(command)
+        self.add_typer(group, name=name)

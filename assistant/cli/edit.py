@@ -1,48 +1,33 @@
-"""`diffplugin plan`, `diffplugin run` and `diffplugin edit`: from a request to an edited photo."""
+"""`diffplugin plan`, `run`, `edit` and `apply`: from a request, a plan or a list of plugins to an edited photo."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from assistant.cli_common import (
-    CLIP_VISION,
-    BaseOption,
-    ChainLatentsOption,
-    ChainStepsOption,
+from assistant.cli.common import (
     CliError,
-    CompileOption,
-    DeviceOption,
-    ExploreOption,
-    ImageEncoderOption,
     JsonOption,
-    JudgeOption,
     OverwriteOption,
     RegistryOption,
-    Resize,
-    ResizeOption,
-    SeedOption,
-    ShortSideOption,
-    StepsOption,
-    diffusion_settings,
+    diffusion_options,
     emit,
     reported,
 )
+from assistant.cli.help import CliApp
 
 if TYPE_CHECKING:  # loaded by the commands that run plans
     import PIL.Image
 
-    from assistant.executor import DiffusionSettings, Executor
+    from assistant.executor import DiffusionSettings
     from assistant.planning import Plan
+    from assistant.workers import EditContext
     from plugins.progress import Progress as StepProgress
     from registry.store import Registry
-
-    #: Progress reporting for one photo, by its name and number of plan steps.
-    PhotoProgress = Callable[[str, int], StepProgress]
 
 LLMOption = Annotated[str | None, typer.Option(
     "--llm", envvar="DIFFPLUGIN_LLM", help="Plan with a language model: openai:MODEL[@URL], ollama:MODEL[@URL], "
@@ -69,6 +54,7 @@ def plan_command(
         diffplugin plan "clear the fog and make it brighter" -o fix.yaml
     """
     with reported(as_json):
+        from assistant.paths import open_registry
         from assistant.photo_output import check_output, save_plan
         from assistant.planning import load_planner
         from assistant.selector.clauses import check_request
@@ -78,34 +64,26 @@ def plan_command(
         if output:
             check_output(output, [image] if image else [], overwrite, kind="plan")
         photo = load_photo(image) if image else None
-        plan = load_planner(registry, llm, llm_timeout).plan(request, photo)
+        plan = load_planner(open_registry(registry), llm, llm_timeout).plan(request, photo)
         if output:
             save_plan(plan, output, overwrite)
     emit(plan.to_json(), as_json, lambda: _show(plan))
 
 
+@diffusion_options()
 def run_command(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (.yaml or .json).")],
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUT...", help="Photos to edit.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output photo, or a folder for several inputs.")],
     registry: RegistryOption = None,
     overwrite: OverwriteOption = False,
-    device: DeviceOption = None,
-    base: BaseOption = None,
-    image_encoder: ImageEncoderOption = CLIP_VISION,
-    steps: StepsOption = None,
-    chain_steps: ChainStepsOption = 3,
-    seed: SeedOption = 42,
-    short_side: ShortSideOption = 512,
-    resize: ResizeOption = Resize.MIN,
-    chain_latents: ChainLatentsOption = False,
-    judge: JudgeOption = True,
-    explore: ExploreOption = 1,
-    compile: CompileOption = False,
+    *,
+    settings: DiffusionSettings,
     as_json: JsonOption = False,
 ) -> None:
     """Replay a saved plan on one or many photos."""
     with reported(as_json):
+        from assistant.paths import open_registry
         from assistant.photo_output import check_output
         from assistant.planning import Plan
 
@@ -113,13 +91,10 @@ def run_command(
         targets = _targets(inputs, output)
         for _, target in targets:  # all of them before any work
             check_output(target, [*inputs, plan_file], overwrite, with_plan=True)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile, base=base,
-                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         results = []
-        with edit_session(registry, as_json, settings) as (store, executor, progress):
+        with edit_context(open_registry(registry), as_json, settings) as context:
             for source, target in targets:
-                results.append(_edit_one(plan.model_copy(deep=True), source, target, store, executor, progress,
-                                         overwrite))
+                results.append(_edit_one(plan.model_copy(deep=True), source, target, context, overwrite))
     def human() -> None:
         for r in results:
             _notes(r["notes"])
@@ -128,6 +103,7 @@ def run_command(
     emit({"outputs": results}, as_json, human)
 
 
+@diffusion_options()
 def edit_command(
     photo: Annotated[Path, typer.Argument(help="The photo to edit (never modified).")],
     request: Annotated[str, typer.Argument(help="What to do with it, in your words.")],
@@ -137,18 +113,8 @@ def edit_command(
     overwrite: OverwriteOption = False,
     llm: LLMOption = None,
     llm_timeout: LLMTimeoutOption = None,
-    device: DeviceOption = None,
-    base: BaseOption = None,
-    image_encoder: ImageEncoderOption = CLIP_VISION,
-    steps: StepsOption = None,
-    chain_steps: ChainStepsOption = 3,
-    seed: SeedOption = 42,
-    short_side: ShortSideOption = 512,
-    resize: ResizeOption = Resize.MIN,
-    chain_latents: ChainLatentsOption = False,
-    judge: JudgeOption = True,
-    explore: ExploreOption = 1,
-    compile: CompileOption = False,
+    *,
+    settings: DiffusionSettings,
     as_json: JsonOption = False,
 ) -> None:
     """Plan and run in one go: the edited photo, and the plan that made it beside it.
@@ -156,6 +122,7 @@ def edit_command(
         diffplugin edit examples/photos/chelsea.jpg "it's too dark, brighten it" -o chelsea-bright.png
     """
     with reported(as_json):
+        from assistant.paths import open_registry
         from assistant.photo_output import check_output
         from assistant.planning import load_planner
         from assistant.selector.clauses import check_request
@@ -163,16 +130,15 @@ def edit_command(
 
         check_request(request)
         check_output(output, [photo], overwrite, with_plan=True)
-        settings = diffusion_settings(device, short_side, resize, chain_latents, judge, explore, compile, base=base,
-                                      image_encoder=image_encoder, steps=steps, chain_steps=chain_steps, seed=seed)
         image = load_photo(photo)
-        plan = load_planner(registry, llm, llm_timeout).plan(request, image)
+        store = open_registry(registry)
+        plan = load_planner(store, llm, llm_timeout).plan(request, image)
         if not plan.steps:
             raise CliError("; ".join(plan.notes) or "nothing to do")
         if not as_json:
             _show(plan)
-        with edit_session(registry, as_json, settings) as (store, executor, progress):
-            result = _edit_one(plan, photo, output, store, executor, progress, overwrite, image)
+        with edit_context(store, as_json, settings) as context:
+            result = _edit_one(plan, photo, output, context, overwrite, image)
 
     def human() -> None:
         _notes(result["notes"])
@@ -181,15 +147,54 @@ def edit_command(
     emit({**result, "plan": plan.to_json()}, as_json, human)
 
 
-def _edit_one(plan: Plan, source: Path, target: Path, store: Registry, executor: Executor, progress: PhotoProgress,
-              overwrite: bool, image: PIL.Image.Image | None = None) -> dict[str, Any]:
+@diffusion_options(judge=False, explore=False)
+def apply_command(
+    photo: Annotated[Path, typer.Argument(help="The photo to restore.")],
+    plugin: Annotated[list[str], typer.Option("--plugin", "-p", help="A plugin folder or a registered plugin id "
+                                                                     "(ns/name[@version]); repeat to chain, in "
+                                                                     "order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result (never the photo "
+                                                               "itself).")],
+    registry: RegistryOption = None,
+    overwrite: OverwriteOption = False,
+    *,
+    settings: DiffusionSettings,
+    as_json: JsonOption = False,
+) -> None:
+    """Run plugins on a photo, in the order given: Task-Plugin folders, or registered plugins of either kind.
+
+    Consecutive diffusion plugins run as one chain (CLIP features of that chain's input, 3 steps after the
+    first); code plugins run on the image between them. A photo edited only by code plugins needs no weights.
+    """
+    with reported(as_json):
+        from assistant.executor import describe
+        from assistant.paths import open_registry
+        from assistant.photo_output import check_output, save_result
+        from plugins.data.photos import load_photo
+
+        check_output(output, [photo], overwrite)
+        image = load_photo(photo)
+        with edit_context(open_registry(registry), as_json, settings) as context:
+            loaded = [context.executor.load(ref, context.registry) for ref in plugin]
+            result = context.executor.run(image, loaded, progress=context.report(photo.name, len(loaded))).image
+        pipe = context.executor.pipe
+        save_result(result, output, overwrite=overwrite)
+    processed = list(pipe.target_size(*image.size, settings.short_side, settings.resize)) if pipe else None
+    names = [describe(p)[0] for p in loaded]
+    summary = {"photo": str(photo), "output": str(output), "plugins": names, "size": list(result.size),
+               "processed_size": processed, "seed": settings.seed}
+    emit(summary, as_json, lambda: typer.echo(f"{' -> '.join(names)}: {output}"))
+
+
+def _edit_one(plan: Plan, source: Path, target: Path, context: EditContext, overwrite: bool,
+              image: PIL.Image.Image | None = None) -> dict[str, Any]:
     from assistant.photo_output import check_output, save_result, sidecar
     from assistant.planning import run_plan
     from plugins.data.photos import load_photo
 
     check_output(target, [source], overwrite, with_plan=True)
     image = image if image is not None else load_photo(source)
-    result = run_plan(plan, image, store, executor, progress(source.name, len(plan.steps)))
+    result = run_plan(plan, image, context.registry, context.executor, context.report(source.name, len(plan.steps)))
     save_result(result.image, target, plan, overwrite)
     return {"input": str(source), "output": str(target), "plan": str(sidecar(target)), "notes": result.notes,
             "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix,
@@ -214,17 +219,17 @@ def _targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 
 @contextmanager
-def edit_session(registry: Path | None, quiet: bool, settings: DiffusionSettings | None = None
-                 ) -> Iterator[tuple[Registry, Executor, PhotoProgress]]:
-    """The registry, one executor for all photos (the base model loads once), and per-photo progress bars: plan
-    steps, and the denoising steps of the diffusion plugin running now."""
+def edit_context(registry: Registry, quiet: bool, settings: DiffusionSettings | None = None
+                 ) -> Iterator[EditContext]:
+    """What the photos of one command share: the open `registry`, one executor for all of them (the base model
+    loads once), and per-photo progress bars: plan steps, and the denoising steps of the diffusion plugin running
+    now (none when `quiet`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
     from assistant.executor import DiffusionSettings, Executor
-    from assistant.paths import open_registry
+    from assistant.workers import EditContext
     from plugins.progress import ProgressEvent
 
-    store = open_registry(registry)
     executor = Executor(settings or DiffusionSettings())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), disable=quiet) as bar:
         def progress(name: str, total: int) -> StepProgress:
@@ -244,7 +249,7 @@ def edit_session(registry: Path | None, quiet: bool, settings: DiffusionSettings
 
             return show
 
-        yield store, executor, progress
+        yield EditContext(registry, executor, progress)
 
 
 def _show(plan: Plan) -> None:
@@ -259,7 +264,8 @@ def _show(plan: Plan) -> None:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: CliApp) -> None:
     app.command("edit")(edit_command)
     app.command("plan")(plan_command)
     app.command("run")(run_command)
+    app.command("apply")(apply_command)

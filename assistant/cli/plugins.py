@@ -7,8 +7,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, emit, print_schema, printable, reported
-from assistant.cli_help import CliApp
+from assistant.cli.common import (
+    CliError,
+    GroupRegistryOption,
+    JsonOption,
+    SubRegistryOption,
+    emit,
+    print_schema,
+    printable,
+    reported,
+)
+from assistant.cli.help import CliApp
 from registry.community.ids import looks_like_id
 from registry.errors import PluginNotFound
 from registry.kinds import kind_for
@@ -18,8 +27,7 @@ if TYPE_CHECKING:
 
     from registry.store import PluginStatus, Registry
 
-plugins_app = CliApp(
-    help="""Find, install and manage plugins.
+HELP = """Find, install and manage plugins.
 
     For example:
 
@@ -29,26 +37,14 @@ plugins_app = CliApp(
 
     install takes a folder with diffplugin.yaml, a .zip or .tar.gz of one, or an id an added index offers;
     validate runs every install check and installs nothing.
-    """,
-    no_args_is_help=True,
-)
+    """
 
 
-@plugins_app.callback()
 def plugins_main(
     ctx: typer.Context,
-    registry: Annotated[Path | None, typer.Option(
-        "--registry", envvar="DIFFPLUGIN_REGISTRY",
-        help="Registry folder (default: the data folder's registry/, see $DIFFPLUGIN_HOME).")] = None,
+    registry: GroupRegistryOption = None,
 ) -> None:
     ctx.obj = registry
-
-
-# On each subcommand too (`plugins list --registry DIR`); without an environment variable, so that a folder given
-# before the subcommand is not overridden by $DIFFPLUGIN_REGISTRY, which the group reads.
-HereRegistryOption = Annotated[Path | None, typer.Option(
-    "--registry", help="Registry folder (default: as given before the subcommand, else $DIFFPLUGIN_REGISTRY, "
-                       "else the data folder's registry/).")]
 
 
 def open_registry(ctx: typer.Context, registry: Path | None = None) -> Registry:
@@ -70,8 +66,7 @@ def _state_word(status: PluginStatus) -> str:
     return state_word(status)
 
 
-@plugins_app.command("list")
-def list_plugins(ctx: typer.Context, registry: HereRegistryOption = None, as_json: JsonOption = False) -> None:
+def list_plugins(ctx: typer.Context, registry: SubRegistryOption = None, as_json: JsonOption = False) -> None:
     """Every plugin: built-in, pip-installed and installed ones, with the active version and its state."""
     with reported(as_json):
         from assistant.plugin_status import base_model_pulled, state_word
@@ -139,9 +134,8 @@ def _table(rows: list[dict[str, str]], columns: list[str]) -> Table:
     return table
 
 
-@plugins_app.command("show")
 def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id, optionally @version.")],
-         registry: HereRegistryOption = None,
+         registry: SubRegistryOption = None,
          as_json: JsonOption = False) -> None:
     """A plugin's manifest and state (trust decision, versions, problems)."""
     with reported(as_json):
@@ -178,7 +172,7 @@ def show(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin 
 
 def _indexed(plugin: str) -> dict | None:
     """An indexed plugin's details (licence, publisher, hashes, examples), when no installed plugin has the id."""
-    from assistant.index_cli import open_indexes
+    from assistant.cli.index import open_indexes
     from registry.community.resolve import describe
     from registry.errors import RegistryError
 
@@ -206,17 +200,16 @@ def _show_indexed(offered: dict) -> None:
         typer.echo(printable(line))
 
 
-@plugins_app.command("search")
 def search(ctx: typer.Context, text: Annotated[str, typer.Argument(help="What you want done, in your words.")],
            limit: Annotated[int, typer.Option(help="How many plugins to show.", min=1)] = 5,
-           registry: HereRegistryOption = None,
+           registry: SubRegistryOption = None,
            as_json: JsonOption = False) -> None:
     """Plugins ranked by how well their description, tasks and examples match TEXT.
 
     The score is a cosine (-1..1). Installed plugins and those the added indexes offer are ranked together; the
     offered ones are marked `index:NAME` (install them by id)."""
     with reported(as_json):
-        from assistant.index_cli import open_indexes
+        from assistant.cli.index import open_indexes
 
         found, problems = open_indexes().search(open_registry(ctx, registry), text, limit)
 
@@ -233,20 +226,19 @@ def search(ctx: typer.Context, text: Annotated[str, typer.Argument(help="What yo
     emit({"query": text, "results": [f.to_json() for f in found], "problems": problems}, as_json, human)
 
 
-@plugins_app.command("install")
 def install(ctx: typer.Context,
             source: Annotated[str, typer.Argument(help="Plugin folder (with diffplugin.yaml) or .zip / .tar.gz; "
                                                        "or an id, ns/name[@version], from the added indexes.")],
             trust: Annotated[bool, typer.Option("--trust", help="Allow a python plugin's code to run: only for "
                                                                  "authors you trust. Recorded and shown.")] = False,
             index: Annotated[str | None, typer.Option(help="Install by id from this index only.")] = None,
-            registry: HereRegistryOption = None,
+            registry: SubRegistryOption = None,
             as_json: JsonOption = False) -> None:
     """Install a plugin: every check passes or nothing changes.
 
     By id: the newest version that is not yanked, downloaded, its signature, size and SHA-256 checked before it
     is unpacked."""
-    from assistant.index_cli import download_progress, open_indexes
+    from assistant.cli.index import download_progress, open_indexes
 
     entry = None
     with reported(as_json), download_progress(as_json) as progress:
@@ -284,7 +276,6 @@ def install(ctx: typer.Context,
     emit(data, as_json, human)
 
 
-@plugins_app.command("publish")
 def publish(ctx: typer.Context,
             folder: Annotated[Path, typer.Argument(help="The plugin folder (with diffplugin.yaml).")],
             index: Annotated[Path, typer.Option("--index", help="The index folder to publish into (made if "
@@ -298,13 +289,13 @@ def publish(ctx: typer.Context,
                                                                "author).")] = None,
             title: Annotated[str | None, typer.Option("--title", help="The index's name for people (new "
                                                                        "indexes).")] = None,
-            registry: HereRegistryOption = None,
+            registry: SubRegistryOption = None,
             as_json: JsonOption = False) -> None:
     """Add a plugin to an index folder: validated as an install would, archived, its entry signed.
 
     Older versions are kept. Serve the folder with any static web server, or share it as it is."""
     with reported(as_json):
-        from assistant.index_cli import default_key
+        from assistant.cli.index import default_key
         from registry.community.publish import IndexFolder
         from registry.community.signing import load_private_key
 
@@ -322,7 +313,6 @@ def publish(ctx: typer.Context,
     emit(published.to_json(), as_json, human)
 
 
-@plugins_app.command("yank")
 def yank(plugin: Annotated[str, typer.Argument(help="ns/name@version to withdraw.")],
          index: Annotated[Path, typer.Option("--index", help="The index folder it is published in.")],
          key: Annotated[Path | None, typer.Option(help="The private key that signed it (default: the data "
@@ -332,7 +322,7 @@ def yank(plugin: Annotated[str, typer.Argument(help="ns/name@version to withdraw
          as_json: JsonOption = False) -> None:
     """Withdraw a published version: installs without a version skip it, `ns/name@version` still installs it."""
     with reported(as_json):
-        from assistant.index_cli import default_key
+        from assistant.cli.index import default_key
         from registry.community.publish import IndexFolder
         from registry.community.resolve import split_ref
         from registry.community.signing import load_private_key
@@ -349,10 +339,9 @@ def yank(plugin: Annotated[str, typer.Argument(help="ns/name@version to withdraw
          as_json, lambda: typer.echo(f"{entry.label}: {'yanked' if entry.yanked else 'no longer yanked'}"))
 
 
-@plugins_app.command("remove")
 def remove(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id; @version removes only "
                                                                           "that version.")],
-           registry: HereRegistryOption = None,
+           registry: SubRegistryOption = None,
            as_json: JsonOption = False) -> None:
     """Uninstall an installed plugin (all its versions, or one)."""
     with reported(as_json):
@@ -362,11 +351,10 @@ def remove(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugi
          lambda: typer.echo(f"removed {plugin_id} {', '.join(removed)}"))
 
 
-@plugins_app.command("enable")
 def enable(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id; @version also makes that "
                                                                           "version the active one.")],
            trust: Annotated[bool, typer.Option("--trust", help="Record that you trust this python plugin's code.")]
-           = False, registry: HereRegistryOption = None, as_json: JsonOption = False) -> None:
+           = False, registry: SubRegistryOption = None, as_json: JsonOption = False) -> None:
     """Enable a plugin (and choose its active version, or grant trust)."""
     with reported(as_json):
         status = open_registry(ctx, registry).enable(*_split(plugin), trust=trust)
@@ -374,9 +362,8 @@ def enable(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugi
          lambda: typer.echo(f"{status.id} {status.active.version}: {_state_word(status)}"))
 
 
-@plugins_app.command("disable")
 def disable(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plugin id.")],
-            registry: HereRegistryOption = None,
+            registry: SubRegistryOption = None,
             as_json: JsonOption = False) -> None:
     """Disable a plugin: kept installed, but not searched, selected or run."""
     with reported(as_json):
@@ -384,9 +371,8 @@ def disable(ctx: typer.Context, plugin: Annotated[str, typer.Argument(help="Plug
     emit(status.to_json(), as_json, lambda: typer.echo(f"{status.id}: disabled"))
 
 
-@plugins_app.command("validate")
 def validate(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Plugin folder or its diffplugin.yaml.")],
-             registry: HereRegistryOption = None,
+             registry: SubRegistryOption = None,
              as_json: JsonOption = False) -> None:
     """Run every install check on a plugin folder without installing it. Exits 1 on the first problem."""
     with reported(as_json):
@@ -401,7 +387,6 @@ def validate(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Plug
     emit(data, as_json, human)
 
 
-@plugins_app.command("init")
 def init(
     folder: Annotated[Path, typer.Argument(help="Plugin folder: a trained/converted Task-Plugin (with plugin.json) "
                                                 "or a folder with your python module.")],
@@ -434,7 +419,6 @@ def init(
                                                               f"`diffplugin plugins validate {folder}`"))
 
 
-@plugins_app.command("schema")
 def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file.")] = None,
            as_json: JsonOption = False) -> None:
     """The JSON Schema of diffplugin.yaml, for editors and plugin authors (always JSON)."""
@@ -443,8 +427,7 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="W
     print_schema(manifest_schema(), output, as_json)
 
 
-@plugins_app.command("reindex")
-def reindex(ctx: typer.Context, registry: HereRegistryOption = None, as_json: JsonOption = False) -> None:
+def reindex(ctx: typer.Context, registry: SubRegistryOption = None, as_json: JsonOption = False) -> None:
     """Rebuild the search index from the manifests (it is also rebuilt by itself when missing or stale)."""
     from rich.progress import Progress
 
@@ -453,3 +436,11 @@ def reindex(ctx: typer.Context, registry: HereRegistryOption = None, as_json: Js
         count = open_registry(ctx, registry).reindex(
             progress=lambda event: bar.update(job, completed=event.done, total=event.total))
     emit({"indexed": count}, as_json, lambda: typer.echo(f"indexed {count} plugins"))
+
+
+def register(app: CliApp) -> None:
+    app.add_group("plugins", HELP, {
+        "list": list_plugins, "show": show, "search": search, "install": install, "publish": publish, "yank": yank,
+        "remove": remove, "enable": enable, "disable": disable, "validate": validate, "init": init, "schema": schema,
+        "reindex": reindex,
+    }, callback=plugins_main)

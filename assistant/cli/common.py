@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import re
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
-from assistant.cli_help import HelpGroup
+from assistant.cli.help import HelpGroup
 from plugins.errors import DiffPluginError
 
 if TYPE_CHECKING:
@@ -25,6 +27,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (the input never is).")]
 RegistryOption = Annotated[Path | None, typer.Option(
     "--registry", envvar="DIFFPLUGIN_REGISTRY", help="Registry folder (default: the data folder's registry/).")]
+#: A group's --registry (`diffplugin plugins --registry DIR list`): its subcommands take the folder from it.
+GroupRegistryOption = Annotated[Path | None, typer.Option(
+    "--registry", envvar="DIFFPLUGIN_REGISTRY",
+    help="Registry folder (default: the data folder's registry/, see $DIFFPLUGIN_HOME).")]
+# On each subcommand of such a group too (`plugins list --registry DIR`); without an environment variable, so that a
+# folder given before the subcommand is not overridden by $DIFFPLUGIN_REGISTRY, which the group reads.
+SubRegistryOption = Annotated[Path | None, typer.Option(
+    "--registry", help="Registry folder (default: as given before the subcommand, else $DIFFPLUGIN_REGISTRY, "
+                       "else the data folder's registry/).")]
 
 
 # The options of every command that edits photos, in one panel of its help.
@@ -90,6 +101,57 @@ def diffusion_settings(device: str | None = None, short_side: int = 512, resize:
     return DiffusionSettings(device=device, short_side=short_side, resize=resize.value,
                              chain_latents=chain_latents,
                              judge=judge, explore=explore, compile=compile, **more)
+
+
+#: A command that edits photos, as `diffusion_options` takes and gives it.
+EditCommand = Callable[..., None]
+
+
+def diffusion_options(*, judge: bool = True, explore: bool = True) -> Callable[[EditCommand], EditCommand]:
+    """The diffusion options, declared once for every command that edits (`edit`, `run`, `batch`, `apply`).
+
+    The command has a keyword-only parameter `settings: DiffusionSettings` where the options go: Typer sees them in its
+    signature (in this order, in the "Diffusion options" panel), and the command gets one `DiffusionSettings`
+    from `diffusion_settings()`, whose refusals (--short-side, --compile off CUDA) are the command's one-line error.
+    `judge`: --judge's default; `explore=False`: no --explore (the judge then tries one plugin per step).
+    """
+    options = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, annotation, default in (
+            ("device", DeviceOption, None),
+            ("base", BaseOption, None),
+            ("image_encoder", ImageEncoderOption, CLIP_VISION),
+            ("steps", StepsOption, None),
+            ("chain_steps", ChainStepsOption, 3),
+            ("seed", SeedOption, 42),
+            ("short_side", ShortSideOption, 512),
+            ("resize", ResizeOption, Resize.MIN),
+            ("chain_latents", ChainLatentsOption, False),
+            ("judge", JudgeOption, judge),
+            *((("explore", ExploreOption, 1),) if explore else ()),
+            ("compile", CompileOption, False),
+        )
+    ]
+
+    def decorate(command: EditCommand) -> EditCommand:
+        # Typer reads the signature with its annotations evaluated. `settings`'s type is imported for type checking
+        # only (the executor module is slow to import), and that parameter is replaced: None may stand for it.
+        own = list(inspect.signature(command, eval_str=True, locals={"DiffusionSettings": None}).parameters.values())
+        at = [parameter.name for parameter in own].index("settings")
+        parameters = [*own[:at], *options, *own[at + 1:]]
+
+        @functools.wraps(command)
+        def with_settings(**kwargs: Any) -> None:
+            values = {option.name: kwargs.pop(option.name) for option in options}
+            with reported(kwargs["as_json"]):
+                settings = diffusion_settings(**values)
+            command(**kwargs, settings=settings)
+
+        with_settings.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        with_settings.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+        return with_settings
+
+    return decorate
 
 
 def _refuse_compile_off_cuda(device: str | None) -> None:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from assistant.cli_common import CliError, JsonOption, RegistryOption, emit, reported
-from assistant.edit_cli import LLMOption, LLMTimeoutOption
+from assistant.cli.common import CliError, JsonOption, RegistryOption, emit, reported
+from assistant.cli.edit import LLMOption, LLMTimeoutOption
+from assistant.cli.help import CliApp
 
 if TYPE_CHECKING:
     from assistant.chat.session import ChatSession
@@ -97,5 +98,5 @@ def _show(conversations: list[Conversation]) -> None:
         typer.echo(f"{c.id}  {c.updated}  {c.title}")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: CliApp) -> None:
     app.command("chat")(chat_command)

@@ -8,7 +8,7 @@ list exists once. Tables that hold per-task numbers or reasons (the detector's s
 exemptions, Diff-Plugin's start modes) stay beside the code that uses them, keyed by these ids
 (tests/test_task_catalogue.py checks that they name only catalogue tasks).
 
-    >>> from registry.tasks import TASKS
+    >>> from plugins.tasks import TASKS
     >>> TASKS["dehaze"].fixes
     'haze, fog, mist or smog that makes the photo look grey and washed out'
 """
