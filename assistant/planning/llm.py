@@ -247,7 +247,7 @@ def _unreachable(err: BaseException) -> bool:
         word in cls.__name__ for cls in type(err).__mro__ for word in ("Connect", "Timeout"))
 
 
-def parse_plan(reply: str, request: str, known: dict[str, Any], wanted: set[str]) -> Plan:
+def parse_plan(reply: str, request: str, known: dict[str, PluginManifest], wanted: set[str]) -> Plan:
     """The plan in a model's reply; `ValueError` says what is wrong with it. `known` is the plugins the model was
     offered (id -> manifest), `wanted` the candidate tasks."""
     match = re.search(r"\{.*\}", reply, re.DOTALL)
