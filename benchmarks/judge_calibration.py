@@ -2,6 +2,7 @@
 
     python benchmarks/judge_calibration.py --extra-scenes          # build (or reuse) pairs, agreement
     python benchmarks/judge_calibration.py --extra-scenes --write  # ... and write the calibration
+    python benchmarks/judge_calibration.py --extra-scenes --all-chains  # every pair of degradations (not shipped)
 
 Clean photos (`skimage.data`, and scikit-learn's two sample photos when it is installed; short side 256 px; whole,
 mirrored and a 70% crop; with --extra-scenes, as shipped, also textual-image's portrait and a 60% crop from the
@@ -229,19 +230,40 @@ def _pairs_for(job: tuple[str, str, int, Path | None]) -> list[Pair]:
             for other in wrong:
                 pairs += _edits(before, truth, name, variant, str(other), "wrong", [TASKS[other][1]["default"]])[0]
     for index in rng.choice(len(COMBINATIONS), size=3, replace=False):
-        combination = COMBINATIONS[index]
-        degraded = degrade(clean, list(combination), seed=seed, strength=float(rng.choice(CHAIN_STRENGTHS)))
-        current: Image.Image | None = _as_jpeg(degraded.convert("RGB"))
-        start = current
-        for order in (combination, combination[::-1]):
-            current = start
-            for degradation in order:
-                task = TASK_OF[degradation]
-                if current is None:
-                    break
-                made, current = _edits(current, truth, name, variant, task, "chain", [TASKS[task][1]["default"]])
-                pairs += made
+        pairs += _chain_pairs(clean, truth, name, variant, COMBINATIONS[index], seed,
+                              float(rng.choice(CHAIN_STRENGTHS)))
     return pairs
+
+
+def _chain_pairs(clean: Image.Image, truth: _Truth, name: str, variant: str, combination: tuple[str, str],
+                 seed: int, strength: float) -> list[Pair]:
+    """Both steps of both plan orders for a photo with two degradations at once, saved as a JPEG: each step is
+    judged on the previous step's output, as the executor runs a plan."""
+    pairs: list[Pair] = []
+    degraded = degrade(clean, list(combination), seed=seed, strength=strength)
+    start: Image.Image | None = _as_jpeg(degraded.convert("RGB"))
+    for order in (combination, combination[::-1]):
+        current = start
+        for degradation in order:
+            task = TASK_OF[degradation]
+            if current is None:
+                break
+            made, current = _edits(current, truth, name, variant, task, "chain", [TASKS[task][1]["default"]])
+            pairs += made
+    return pairs
+
+
+def _all_chains_for(job: tuple[str, str, int, Path | None]) -> list[Pair]:
+    """Every combination of COMBINATIONS for one photo variant (`--all-chains`), each at a strength drawn from
+    CHAIN_STRENGTHS with a seed of its own."""
+    warnings.filterwarnings("ignore", "divide by zero")
+    name, variant, seed, scenes = job
+    clean = _photo(name, variant, scenes)
+    truth = _Truth(clean)
+    rng = np.random.default_rng(seed + 7919)
+    return [pair for number, combination in enumerate(COMBINATIONS)
+            for pair in _chain_pairs(clean, truth, name, variant, combination, seed + 7919 + number,
+                                     float(rng.choice(CHAIN_STRENGTHS)))]
 
 
 def _pairs_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
@@ -253,8 +275,17 @@ def _pairs_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
     return path
 
 
+def _chains_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
+    """The same for `_all_chains_for`'s pairs (`NAME.VARIANT.chains.pkl`)."""
+    name, variant, seed, scenes, folder = job
+    path = folder / f"{name.replace(':', '-')}.{variant}.chains.pkl"
+    if not path.is_file():
+        write_atomic(path, pickle.dumps(_all_chains_for((name, variant, seed, scenes))))
+    return path
+
+
 def build(photos: list[str], seed: int, folder: Path, variants: tuple[str, ...] = VARIANTS,
-          scenes: Path | None = None) -> list[Path]:
+          scenes: Path | None = None, all_chains: bool = False) -> list[Path]:
     """The pairs of every photo and variant, one file each in `folder` (made where missing: a stopped run goes
     on where it stopped). A photo's seeds depend only on its place and the variant's, so adding photos or variants
     at the end leaves the others' pairs as they were. Pairs hold their photos, so they stay on disk: 40 photos'
@@ -264,7 +295,8 @@ def build(photos: list[str], seed: int, folder: Path, variants: tuple[str, ...] 
     jobs = [(name, variant, seed + 10 * i + every.index(variant), scenes, folder) for i, name in enumerate(photos)
             for variant in variants]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        return list(pool.map(_pairs_file, jobs))
+        files = list(pool.map(_pairs_file, jobs))
+        return files + list(pool.map(_chains_file, jobs)) if all_chains else files
 
 
 @dataclass
@@ -371,11 +403,13 @@ def main() -> None:
     parser.add_argument("--scenes", type=Path, metavar="DIR",
                         help="also the everyday scenes fetched by `python benchmarks/scenes.py fetch DIR`")
     parser.add_argument("--build-only", action="store_true", help="build (or extend) the pairs folder and stop")
+    parser.add_argument("--all-chains", action="store_true",
+                        help="also every combination of two degradations per photo view, not three drawn at random")
     args = parser.parse_args()
     started = time.perf_counter()
     photos = photo_names(args.extra_scenes, args.scenes)
     variants = VARIANTS + EXTRA_VARIANTS if args.extra_scenes else VARIANTS
-    files = build(photos, 0, args.pairs, variants, args.scenes)
+    files = build(photos, 0, args.pairs, variants, args.scenes, args.all_chains)
     if args.build_only:
         print(f"{len(files)} photo views in {args.pairs} ({time.perf_counter() - started:.0f} s)")
         return
