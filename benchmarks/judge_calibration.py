@@ -39,6 +39,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -266,21 +267,14 @@ def _all_chains_for(job: tuple[str, str, int, Path | None]) -> list[Pair]:
                                      float(rng.choice(CHAIN_STRENGTHS)))]
 
 
-def _pairs_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
-    """Make one photo variant's pairs into a file of the pairs folder, unless it is there; its path."""
+def _pairs_file(job: tuple[str, str, int, Path | None, Path], chains: bool = False) -> Path:
+    """Make one photo variant's pairs (with `chains`, `_all_chains_for`'s, in `NAME.VARIANT.chains.pkl`) into a
+    file of the pairs folder, unless it is there; its path."""
     name, variant, seed, scenes, folder = job
-    path = folder / f"{name.replace(':', '-')}.{variant}.pkl"
+    path = folder / f"{name.replace(':', '-')}.{variant}{'.chains' if chains else ''}.pkl"
     if not path.is_file():
-        write_atomic(path, pickle.dumps(_pairs_for((name, variant, seed, scenes))))
-    return path
-
-
-def _chains_file(job: tuple[str, str, int, Path | None, Path]) -> Path:
-    """The same for `_all_chains_for`'s pairs (`NAME.VARIANT.chains.pkl`)."""
-    name, variant, seed, scenes, folder = job
-    path = folder / f"{name.replace(':', '-')}.{variant}.chains.pkl"
-    if not path.is_file():
-        write_atomic(path, pickle.dumps(_all_chains_for((name, variant, seed, scenes))))
+        make = _all_chains_for if chains else _pairs_for
+        write_atomic(path, pickle.dumps(make((name, variant, seed, scenes))))
     return path
 
 
@@ -296,7 +290,7 @@ def build(photos: list[str], seed: int, folder: Path, variants: tuple[str, ...] 
             for variant in variants]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         files = list(pool.map(_pairs_file, jobs))
-        return files + list(pool.map(_chains_file, jobs)) if all_chains else files
+        return files + list(pool.map(partial(_pairs_file, chains=True), jobs)) if all_chains else files
 
 
 @dataclass
