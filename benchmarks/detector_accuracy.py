@@ -543,7 +543,7 @@ def measure_cached(name: str, found: list[Sample], workers: int, cache: Path | N
     """`measure_all`, or the statistics saved in `cache` (a pickle: set name -> samples as plain tuples and
     their statistics) when it holds exactly these samples and two of them, measured again, agree.
 
-    Measuring takes most of the run (about 20 minutes on two busy cores) and fitting seconds, so a cache makes
+    Measuring takes most of the run (541 s on two busy cores, 2026-12-02) and fitting seconds, so a cache makes
     trying other models cheap. The spot check catches a cache left from before a statistic or a degradation
     changed; it cannot catch a change that leaves both spot samples alone, so delete the file after such edits.
     """

@@ -60,6 +60,8 @@ SeedOption = Annotated[int, typer.Option(help="Random seed of the diffusion plug
 ShortSideOption = Annotated[int, typer.Option(
     help="Process diffusion plugins with the photo's short side at least this (lower it if memory runs out).",
     rich_help_panel=DIFFUSION)]
+
+
 class Resize(StrEnum):
     """`--resize`: how a diffusion plugin's input is sized (`plugins.diffplugin.pipeline.ResizeMode`)."""
 
