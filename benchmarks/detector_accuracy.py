@@ -821,6 +821,8 @@ def main() -> None:
     calibration_set = measure_cached("calibration", samples(calibration_photos, CALIBRATION_STRENGTHS, 1000, False),
                                      args.workers, args.stats)
     fitted = fit(calibration_set)
+    if args.scenes:
+        fitted["produced_by"] += " --scenes DIR (after `python benchmarks/scenes.py fetch DIR`)"
     if args.write:
         CALIBRATION_PATH.write_text(json.dumps(fitted, indent=2) + "\n")
         print(f"wrote {CALIBRATION_PATH}")
