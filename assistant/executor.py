@@ -347,6 +347,10 @@ class _Run:
             except CannotHelp as why:
                 tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help", reasons=[str(why)]))
                 continue
+            if _unchanged(current.image, out):  # nothing to judge: the judge's verdict on a no-op means nothing
+                tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help",
+                                 reasons=["it changed nothing"]))
+                continue
             mixes = [planned.mix, planned.mix / 2, planned.mix / 4] if out.size == current.image.size else [1.0]
             for mix in mixes:
                 seen = look(blend(current.image, out, mix))
@@ -399,6 +403,12 @@ def _then(first: Alternative, others: Callable[[], list[Alternative]]) -> Iterat
     """`first`, then `others()`, which is called only if the caller asks for a second candidate."""
     yield first
     yield from others()
+
+
+def _unchanged(before: PIL.Image.Image, after: PIL.Image.Image) -> bool:
+    """The same pixels (a plugin that found nothing to do and said so by returning its input)."""
+    return (before is after or (before.size == after.size and before.mode == after.mode
+                                and before.tobytes() == after.tobytes()))
 
 
 def _at(mix: float) -> str:

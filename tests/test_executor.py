@@ -216,6 +216,15 @@ def test_a_plugin_that_cannot_help_leaves_the_photo_as_it_was_and_says_why(photo
     assert result.notes[0] == "derain skipped: test/derain left the photo as it was (no streaks in this photo)"
 
 
+def test_a_step_that_changes_nothing_is_not_called_worse(photo) -> None:
+    """A plugin that returns its input unchanged is reported as having left the photo as it was: the judge's
+    chance for a no-op (which may be under 50%) would otherwise read as "every try made the photo worse"."""
+    result = Executor().run(photo, [code_plugin("demoire", lambda image: image.copy()), code_plugin("warm", warmer)])
+    assert [(t.verdict, t.reasons) for t in result.outcomes[0].tries] == [("cannot help", ["it changed nothing"])]
+    assert result.notes[0] == "demoire skipped: test/demoire left the photo as it was (it changed nothing)"
+    assert result.order == [1] and np.array_equal(pixels(result.image), pixels(warmer(photo)))
+
+
 def test_the_judge_keeps_harmless_steps_quietly(photo) -> None:
     large = photo.resize((320, 212))
     def no_alternatives_needed(index: int) -> list:
