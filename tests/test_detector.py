@@ -280,6 +280,28 @@ def test_the_plan_says_honestly_that_no_plugin_removes_jpeg_blocks() -> None:
     assert len(quiet.searched) == 1
 
 
+def test_with_no_finding_the_plan_names_the_closest_guesses_and_the_words_for_them(monkeypatch) -> None:
+    from assistant.planning.planner import GUESS_FLOOR
+
+    asked: list[float] = []
+
+    def guesses(image: Image.Image, threshold: float = 0.5) -> list[Finding]:
+        asked.append(threshold)
+        return [finding for finding in (Finding("desnow", 0.48, "blobs"), Finding("jpeg", 0.45, "blocks", False),
+                                        Finding("denoise", 0.39, "sigma"), Finding("dehaze", 0.36, "dark"))
+                if finding.confidence >= threshold]
+
+    monkeypatch.setattr(detector, "detect", guesses)
+    plan = _detector_plan(_Registry([]), Image.fromarray(data.chelsea()))
+    assert asked == [GUESS_FLOOR] and plan.steps == []
+    assert plan.notes == ["you named no task and the photo shows no degradation the detector knows; the closest "
+                          'guesses: snow (48%: say "remove the snow" to try it), noise (39%: say "remove the noise" '
+                          "to try it)"]  # covered tasks only, two at most
+    monkeypatch.setattr(detector, "detect", lambda image, threshold=0.5: [])
+    assert _detector_plan(_Registry([]), Image.fromarray(data.chelsea())).notes == [
+        "you named no task and the photo shows no degradation the detector knows"]
+
+
 # ----------------------------------------------------------------------------------------------- faces
 
 

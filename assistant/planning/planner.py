@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # the photo libraries and the registry load only when a plan 
 
 #: Below this selector confidence, a step is kept but the user is told it is a guess.
 LOW_CONFIDENCE = 0.6
+#: "fix this photo" on a photo with no finding: tasks the detector gives at least this chance (under a finding's
+#: 0.5) are named as the closest guesses, with the words that would run them, so that a miss is one request away.
+GUESS_FLOOR = 0.35
 
 # A request "names no task" when its words only ask for a better photo ("make it pop", "fix my photo, it's all
 # messed up"): then the photo, not the selector's guess, says what to do. Listing the words that name nothing is
@@ -143,9 +146,11 @@ class Planner:
         from assistant.detector import detect
 
         notes = list(notes or [])
-        findings = detect(image)
+        seen = detect(image, GUESS_FLOOR)
+        findings = [finding for finding in seen if finding.confidence >= 0.5]
         if not findings:
-            notes.append("you named no task and the photo shows no degradation the detector knows")
+            notes.append("you named no task and the photo shows no degradation the detector knows"
+                         + _closest([finding for finding in seen if finding.covered]))
             return Plan(request=request, steps=[], source="detector", order="none", notes=notes)
         # Findings no restoration task covers (JPEG blocks) get no step, only an honest note.
         for finding in findings:
@@ -195,6 +200,20 @@ class Planner:
         if candidates:
             note += f"; plugins that might: {', '.join(candidates)}"
         return note
+
+
+def _closest(guesses: list[Finding]) -> str:
+    """'; the closest guesses: snow (48%: say "remove the snow" to try it)', or nothing without guesses."""
+    from plugins.tasks import TASKS
+
+    named = []
+    for guess in guesses[:2]:  # most confident first
+        task = TASKS.get(guess.task)
+        seen, offer = (task.seen, task.offer) if task is not None and task.seen else (guess.task, guess.task)
+        named.append(f'{seen} ({guess.confidence:.0%}: say "{offer}" to try it)')
+    if not named:
+        return ""
+    return f"; the closest {'guess' if len(named) == 1 else 'guesses'}: {', '.join(named)}"
 
 
 #: Search score (cosine similarity) from which a plugin is offered for a finding no installed plugin covers.
