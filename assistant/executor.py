@@ -75,6 +75,7 @@ class StepOutcome:
     plugin: str | None
     mix: float
     tries: tuple[Try, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)  # the options a kept preset changed
 
 
 @dataclass(frozen=True)
@@ -307,12 +308,12 @@ class _Run:
                     notes.append(f"{task} skipped: " + "; ".join(f"{t.plugin} left the photo as it was ({t.reasons[0]})"
                                                                  for t in tries))
                 continue
-            seen, plugin, kept_try = kept
+            seen, plugin, kept_try = kept.seen, kept.plugin, kept.attempt
             tries = [t.model_copy(update={"verdict": "kept"}) if t is kept_try else t for t in tries]
-            outcomes.append(StepOutcome(index, kept_try.plugin, kept_try.mix, tuple(tries)))
+            outcomes.append(StepOutcome(index, kept_try.plugin, kept_try.mix, tuple(tries), kept.overrides))
             order.append(index)
-            if kept_try.plugin != name or kept_try.mix != planned.mix:
-                notes.append(f"{task}: kept {kept_try.plugin}{_at(kept_try.mix)} ({_summary(tries)})")
+            if kept_try.plugin != name or kept_try.mix != planned.mix or kept_try.preset:
+                notes.append(f"{task}: kept {_named(kept_try)} ({_summary(tries)})")
             elif kept_try.better is None and kept_try.reasons:  # the judge could not measure the photo
                 notes.append(f"{task}: {kept_try.reasons[0]}")
             code = is_code_plugin(plugin)
@@ -322,13 +323,15 @@ class _Run:
 
     def _judge_step(self, current: Seen, chain_start: PIL.Image.Image | None, index: int, task: str,
                     planned: Planned, first: Alternative, others: Callable[[], list[Alternative]],
-                    ) -> tuple[tuple[Seen, LoadedPlugin, Try] | None, list[Try]]:
-        from assistant.judge import assess, look
+                    ) -> tuple[Kept | None, list[Try]]:
+        """Each candidate plugin in turn: its output as planned; when that is worse, the plugin's presets (a code
+        plugin's named sets of options) at the step's mix; then the planned output half and a quarter of the way
+        from the input. The first acceptable try of a candidate counts; the best of the candidates run is kept."""
         from registry.errors import CannotHelp, RegistryError
 
         explore = max(1, self.executor.settings.explore)
         tries: list[Try] = []
-        best: tuple[float, tuple[Seen, LoadedPlugin, Try]] | None = None
+        best: Kept | None = None
         plugins_run = 0
         for candidate in _then(first, others):
             if plugins_run >= explore and best is not None:
@@ -341,9 +344,11 @@ class _Run:
             plugins_run += 1
             code = is_code_plugin(plugin)
             options = planned.options if plugin is planned.plugin else {}
+            judge = functools.partial(self._judge_try, current, index, task, candidate.name, plugin, tries)
+            run = functools.partial(self.step, current.image, done=index, clip_image=None if code else chain_start,
+                                    continuing=not code and chain_start is not None)
             try:
-                out = self.step(current.image, [(plugin, options)], index, clip_image=None if code else chain_start,
-                                continuing=not code and chain_start is not None)
+                out = run([(plugin, options)])
             except CannotHelp as why:
                 tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help", reasons=[str(why)]))
                 continue
@@ -351,22 +356,61 @@ class _Run:
                 tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help",
                                  reasons=["it changed nothing"]))
                 continue
-            mixes = [planned.mix, planned.mix / 2, planned.mix / 4] if out.size == current.image.size else [1.0]
-            for mix in mixes:
-                seen = look(blend(current.image, out, mix))
-                verdict = assess(current, seen, task)
-                attempt = Try(plugin=candidate.name, mix=mix, verdict="worse" if verdict.worse else "ok",
-                              better=None if verdict.better is None else round(verdict.better, 3),
-                              reasons=verdict.reasons)
-                tries.append(attempt)
-                self.emit("check", index, f"{candidate.name}{_at(mix)}: {attempt.verdict}")
-                if not verdict.worse:
-                    if best is None or verdict.score > best[0]:
-                        best = (verdict.score, (seen, plugin, attempt))
+            same_size = out.size == current.image.size  # a result of another size cannot be mixed with the input
+            full = planned.mix if same_size else 1.0
+            kept = judge(out, full)
+            for preset, overrides in (presets(plugin).items() if kept is None else ()):
+                try:
+                    other = run([(plugin, {**options, **overrides})])
+                except CannotHelp as why:
+                    tries.append(Try(plugin=candidate.name, preset=preset, verdict="cannot help", reasons=[str(why)]))
+                    continue
+                if _unchanged(current.image, other):
+                    tries.append(Try(plugin=candidate.name, preset=preset, verdict="cannot help",
+                                     reasons=["it changed nothing"]))
+                elif kept := judge(other, full if other.size == current.image.size else 1.0, preset, overrides):
                     break
+            milder = [planned.mix / 2, planned.mix / 4] if same_size else []
+            for mix in (milder if kept is None else ()):
+                if kept := judge(out, mix):
+                    break
+            if kept is not None and (best is None or kept.score > best.score):
+                best = kept
             if plugins_run >= explore and best is not None:  # before the next candidate is even looked up
                 break
-        return (best[1] if best else None), tries
+        return best, tries
+
+    def _judge_try(self, current: Seen, index: int, task: str, name: str, plugin: LoadedPlugin, tries: list[Try],
+                   out: PIL.Image.Image, mix: float, preset: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> Kept | None:
+        """Judge `mix` of the way from the step's input to `out`; record the try; the try when it is acceptable."""
+        from assistant.judge import assess, look
+
+        seen = look(blend(current.image, out, mix))
+        verdict = assess(current, seen, task)
+        attempt = Try(plugin=name, mix=mix, preset=preset, verdict="worse" if verdict.worse else "ok",
+                      better=None if verdict.better is None else round(verdict.better, 3), reasons=verdict.reasons)
+        tries.append(attempt)
+        self.emit("check", index, f"{_named(attempt)}: {attempt.verdict}")
+        return None if verdict.worse else Kept(verdict.score, seen, plugin, attempt, dict(overrides or {}))
+
+
+@dataclass(frozen=True)
+class Kept:
+    """An acceptable try: the judge's score, the photo as it saw it, the plugin, the try, and the options a preset
+    changed (empty without one)."""
+
+    score: float
+    seen: Seen
+    plugin: LoadedPlugin
+    attempt: Try
+    overrides: dict[str, Any]
+
+
+def presets(plugin: LoadedPlugin) -> dict[str, dict[str, Any]]:
+    """A code plugin's presets (its manifest's `python.presets`), in the order they are tried; none for others."""
+    spec = plugin.manifest.python if is_code_plugin(plugin) else None
+    return dict(spec.presets) if spec is not None else {}
 
 
 @dataclass(frozen=True)
@@ -415,8 +459,13 @@ def _at(mix: float) -> str:
     return "" if mix >= 1.0 else f" at {mix:.0%}"
 
 
+def _named(attempt: Try) -> str:
+    """'acme/dehaze', 'acme/dehaze [keep-whites]', 'acme/dehaze at 50%'."""
+    return attempt.plugin + (f" [{attempt.preset}]" if attempt.preset else "") + _at(attempt.mix)
+
+
 def _summary(tries: list[Try]) -> str:
-    return "; ".join(f"{t.plugin}{_at(t.mix)}: {t.verdict}" + (f" ({t.better:.0%})" if t.better is not None else "")
+    return "; ".join(f"{_named(t)}: {t.verdict}" + (f" ({t.better:.0%})" if t.better is not None else "")
                      for t in tries)
 
 

@@ -34,6 +34,7 @@ MAX_TASKS = 16
 MAX_WEIGHTS = 64
 MAX_AUTHORS = 20
 MAX_OPTIONS = 32
+MAX_PRESETS = 8
 MAX_VERSION_CHARS = 64
 #: Namespaces a plugin may not take, nor one confusable with them (`diffp1ugin`, `diff-plugin`, `0fficial`).
 RESERVED_NAMESPACES = (BUILTIN_NAMESPACE, "official", "builtin")
@@ -95,17 +96,37 @@ class DiffPluginSpec(_Strict):
     time_threshold: int = Field(960, ge=0, le=1000, description="Timesteps at or above this use the noised input.")
 
 
+#: An option's value as a manifest can state it.
+OptionValue = Annotated[str, Field(max_length=1000)] | int | float | bool
+
+
 class PythonSpec(_Strict):
     """A plugin that is plain code: a callable taking a PIL image (and options) and returning one."""
 
     entry_point: str = Field(max_length=200, description="'module:callable'; the module sits in the plugin folder "
                              "or is installed.")
-    options: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1000)] | int | float | bool] = (
+    options: dict[Annotated[str, Field(max_length=64)], OptionValue] = (
         Field(default_factory=dict, max_length=MAX_OPTIONS, description="Default keyword options passed to the "
               "callable."))
+    presets: dict[Annotated[str, Field(max_length=64)], dict[Annotated[str, Field(max_length=64)], OptionValue]] = (
+        Field(default_factory=dict, max_length=MAX_PRESETS, description="Named sets of options to try, in order, "
+              "when the judge finds the defaults made a photo worse (before a milder mix), e.g. {'keep-whites': "
+              "{'tolerance': 0.3}}; each overrides options declared above."))
 
     _entry_point = field_validator("entry_point")(
         lambda cls, value: _fullmatch(_ENTRY_POINT, value, "of the form 'module:callable'"))
+
+    @model_validator(mode="after")
+    def _presets_override_options(self) -> PythonSpec:
+        for name, overrides in self.presets.items():
+            if not _TASK.fullmatch(name):
+                raise ValueError(f"preset name '{name}' must be lower case letters, digits, '-' and '_'")
+            if not overrides:
+                raise ValueError(f"preset '{name}' sets no option")
+            if unknown := sorted(set(overrides) - set(self.options)):
+                raise ValueError(f"preset '{name}' sets {', '.join(map(repr, unknown))}, which 'options' does not "
+                                 "declare; declare each option a preset changes, with its default")
+        return self
 
 
 class PluginManifest(_Strict):

@@ -186,6 +186,7 @@ def test_geometry_adjustments() -> None:
     (adjust.crop, {"aspect": "wide"}, "aspect"),
     (adjust.crop, {"unit": "cm"}, "unit"),
     (dehaze.dehaze, {"t0": 0}, "t0"),
+    (dehaze.dehaze, {"tolerance": -0.1}, "tolerance"),
     (lowlight.lowlight, {"gamma": 2}, "gamma"),
     (deblur.deblur, {"iterations": 0}, "iterations"),
     (derain.derain, {"threshold": -0.1}, "threshold"),
@@ -238,6 +239,20 @@ def test_load_plugin_runs_each_builtin(registry, plugin_id) -> None:
     assert out.mode == "RGB" and min(out.size) >= 1
     if plugin_id not in ("diffplugin/resize", "diffplugin/rotate", "diffplugin/crop"):
         assert out.size == photo.size
+
+
+def test_dehaze_tolerance_spares_white_areas_the_dark_channel_takes_for_haze() -> None:
+    """A white wall under even haze: the dark channel prior greys it (it reads as dense haze); the tolerance keeps it
+    white and the photo closer to the clean one. 0 (the default) is the plain prior."""
+    rng = np.random.default_rng(0)
+    clean = np.asarray(Image.fromarray(skimage_data.astronaut()).resize((256, 256)), dtype=np.float32) / 255
+    clean[40:200, 20:140] = 0.96 + 0.02 * rng.standard_normal((160, 120, 1)).clip(-1, 1)
+    hazy = Image.fromarray(np.round((clean * 0.7 + 0.95 * 0.3) * 255).astype(np.uint8))
+    truth = np.round(clean * 255).astype(np.uint8)
+    plain, spared = np.asarray(dehaze.dehaze(hazy)), np.asarray(dehaze.dehaze(hazy, tolerance=0.4))
+    assert np.array_equal(plain, np.asarray(dehaze.dehaze(hazy, tolerance=0.0)))
+    assert plain[40:200, 20:140].mean() < 0.9 * 255 < spared[40:200, 20:140].mean()
+    assert metrics.peak_signal_noise_ratio(truth, spared) > metrics.peak_signal_noise_ratio(truth, plain) + 5
 
 
 def test_lowlight_brightens_as_far_as_a_natural_exposure_and_leaves_bright_photos_alone(clean_photos) -> None:

@@ -28,7 +28,7 @@ def executor_on(pipe, **settings) -> Executor:
     return Executor(DiffusionSettings(**{**SMALL, **settings}), pipe=pipe)
 
 
-def code_plugin(task: str, function) -> PythonPlugin:
+def code_plugin(task: str, function, python: str = '{entry_point: "x:y"}') -> PythonPlugin:
     manifest = PluginManifest.model_validate(yaml.safe_load(f"""
 schema_version: "1.0"
 id: test/{task}
@@ -38,7 +38,7 @@ description: A test plugin.
 tasks: [{task}]
 examples: [do {task}, please {task} it, {task} the photo]
 kind: python
-python: {{entry_point: "x:y"}}
+python: {python}
 license: MIT
 authors: [{{name: Test}}]
 """))
@@ -203,6 +203,32 @@ def test_other_plugins_for_the_task_are_tried_and_the_best_is_kept(sharp) -> Non
     assert {t.plugin for t in tries} == {"acme/gentle", "acme/full"}
     kept = next(t for t in tries if t.verdict == "kept")
     assert kept.better == max(t.better for t in tries)
+
+
+def test_a_preset_is_tried_before_a_milder_mix_and_a_kept_one_replays(sharp) -> None:
+    from assistant.planning import _as_ran
+    from assistant.planning.plan import Plan, Step
+
+    def soften(image: PIL.Image.Image, radius: float = 4.0, warm: bool = False) -> PIL.Image.Image:
+        return warmer(image) if warm else image.filter(PIL.ImageFilter.GaussianBlur(radius))
+
+    presets = "{entry_point: 'x:y', options: {radius: 4.0, warm: false}, presets: {same: {radius: 4.0}, " \
+              "gentle: {warm: true}, unused: {radius: 0.5}}}"
+    plugin = code_plugin("soften", soften, presets)
+    result = Executor().run(sharp, [plugin], [{"radius": 4.0}])
+    tries = [(t.preset, t.mix, t.verdict) for t in result.outcomes[0].tries]
+    assert tries == [(None, 1.0, "worse"), ("same", 1.0, "worse"), ("gentle", 1.0, "kept")]  # in order; then stop
+    assert result.outcomes[0].overrides == {"warm": True}
+    assert np.array_equal(pixels(result.image), pixels(warmer(sharp)))
+    assert result.notes == ["soften: kept test/soften [gentle] (test/soften: worse; test/soften [same]: worse; "
+                            "test/soften [gentle]: kept)"]  # no calibrated model for this task: damage checks only
+    plan = Plan(steps=[Step(plugin="test/soften", task="soften", params={"radius": 4.0})])
+    [ran] = _as_ran(plan, result.outcomes, registry=None)  # the same plugin: no registry lookup
+    assert ran.params == {"radius": 4.0, "warm": True} and ran.tries[2].preset == "gentle"
+    replayed = Executor(DiffusionSettings(judge=False)).run(sharp, [plugin], [ran.params])
+    assert np.array_equal(pixels(replayed.image), pixels(result.image))
+    without = Executor().run(sharp, [code_plugin("soften", soften)], [{"radius": 4.0}])  # no presets: milder mixes
+    assert [(t.preset, t.mix) for t in without.outcomes[0].tries] == [(None, 1.0), (None, 0.5), (None, 0.25)]
 
 
 @pytest.mark.parametrize("judge", [False, True])

@@ -38,6 +38,12 @@ def test_example_manifest_is_valid() -> None:
     ({"weights": [{"path": "w.safetensors", "sha256": 10**63}]}, "weights.0.sha256", "in quotes"),
     ({"homepage": "ftp://x"}, "homepage", "http"),
     ({"python": {"entry_point": "no colon"}}, "python.entry_point", "module:callable"),
+    ({"python": {"entry_point": "a:b", "options": {"amount": 1}, "presets": {"soft": {"radius": 2}}}}, "python",
+     "preset 'soft' sets 'radius', which 'options' does not declare"),
+    ({"python": {"entry_point": "a:b", "options": {"amount": 1}, "presets": {"Soft One": {"amount": 2}}}},
+     "python", "preset name 'Soft One'"),
+    ({"python": {"entry_point": "a:b", "options": {"amount": 1}, "presets": {"soft": {}}}}, "python",
+     "preset 'soft' sets no option"),
     ({"surprise": 1}, "surprise", "Extra inputs"),
     ({"license": None}, "license", "required"),
 ])

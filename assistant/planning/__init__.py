@@ -101,6 +101,7 @@ def _as_ran(plan: Plan, outcomes: list[StepOutcome], registry: Registry) -> list
         if outcome.plugin != step.plugin:  # another plugin for the task: its own defaults, not the first one's
             step.plugin, step.params = outcome.plugin, {}
             plan.versions[outcome.plugin] = registry.get(outcome.plugin).active.version
+        step.params = {**step.params, **outcome.overrides}  # a kept preset's options, so that `run` replays it
         step.mix = outcome.mix
         steps.append(step)
     return steps

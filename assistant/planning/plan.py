@@ -100,6 +100,7 @@ class Try(BaseModel):
 
     plugin: str
     mix: float = Field(1.0, gt=0, le=1)
+    preset: str | None = Field(None, description="The plugin's preset (named options) this try ran with, if any.")
     verdict: Literal["kept", "ok", "worse", "cannot help", "could not load"]
     better: float | None = Field(None, ge=0, le=1, description="The judge's calibrated chance that it helped.")
     reasons: list[str] = Field(default_factory=list)

@@ -30,10 +30,17 @@ def atmospheric_light(array: np.ndarray, dark: np.ndarray, fraction: float = 0.0
 
 
 def dehaze(image: Image.Image, strength: float = 0.95, t0: float = 0.1, patch: int = 0,
-           radius: int = 0) -> Image.Image:
-    """Remove haze; `strength` is the paper's omega (keep 1 - omega of the haze so depth still reads)."""
+           radius: int = 0, tolerance: float = 0.0) -> Image.Image:
+    """Remove haze; `strength` is the paper's omega (keep 1 - omega of the haze so depth still reads).
+
+    `tolerance` spares pixels whose colour lies within it of the haze's (white objects, bright sky): the dark
+    channel prior takes them for dense haze and turns them grey and grainy. Their transmission is raised by
+    tolerance / |I - A| (the largest channel difference), up to 1. It also spares real dense haze, so it is off
+    by default (0.4 suits hazy photos of white or pale scenes; see docs/builtin-plugins.md).
+    """
     strength = number("strength", strength, 0.0, 1.0)
     t0 = number("t0", t0, 0.0, 1.0, low_open=True)
+    tolerance = number("tolerance", tolerance, 0.0, 1.0)
     patch = int(number("patch", patch, 0, 255))
     radius = int(number("radius", radius, 0, 1000))
     array = to_array(image)
@@ -45,5 +52,8 @@ def dehaze(image: Image.Image, strength: float = 0.95, t0: float = 0.1, patch: i
     airlight = atmospheric_light(array, dark_channel(array, patch))
     raw = 1.0 - strength * dark_channel(array / airlight, patch)
     transmission = guided_filter(luminance(array), raw, radius, eps=1e-3)
+    if tolerance > 0:
+        distance = np.abs(array - airlight).max(axis=2)
+        transmission = np.minimum(transmission * np.maximum(tolerance / np.maximum(distance, 1e-6), 1.0), 1.0)
     transmission = np.clip(transmission, t0, 1.0)[:, :, None]
     return to_image((array - airlight) / transmission + airlight)
