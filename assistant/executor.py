@@ -283,8 +283,9 @@ class _Run:
         return image
 
     def judged(self, image: PIL.Image.Image, steps: list[Planned], alternatives: Alternatives | None) -> RunResult:
-        """Each step alone, judged against its input (`assistant.judge`). A step judged worse is tried milder
-        (half and a quarter of the way from its input to its output), then with the other plugins for its task;
+        """Each step alone, judged against its input (`assistant.judge`). A step judged worse is tried with the
+        plugin's presets, then milder (half and a quarter of the way from its input to its output), then with the
+        other plugins for its task;
         the best acceptable result is kept, and a step nothing helps is dropped with a note saying so. Diffusion
         steps still run as one chain would (the chain input's CLIP tokens, chain steps after the first)."""
         from assistant.judge import look
@@ -359,16 +360,17 @@ class _Run:
             same_size = out.size == current.image.size  # a result of another size cannot be mixed with the input
             full = planned.mix if same_size else 1.0
             kept = judge(out, full)
-            for preset, overrides in (presets(plugin).items() if kept is None else ()):
+            for preset, overrides in (presets(plugin, options).items() if kept is None else ()):
                 try:
                     other = run([(plugin, {**options, **overrides})])
                 except CannotHelp as why:
-                    tries.append(Try(plugin=candidate.name, preset=preset, verdict="cannot help", reasons=[str(why)]))
+                    tries.append(Try(plugin=candidate.name, mix=full, preset=preset, verdict="cannot help",
+                                     reasons=[str(why)]))
                     continue
                 if _unchanged(current.image, other):
-                    tries.append(Try(plugin=candidate.name, preset=preset, verdict="cannot help",
+                    tries.append(Try(plugin=candidate.name, mix=full, preset=preset, verdict="cannot help",
                                      reasons=["it changed nothing"]))
-                elif kept := judge(other, full if other.size == current.image.size else 1.0, preset, overrides):
+                elif kept := judge(other, planned.mix if other.size == current.image.size else 1.0, preset, overrides):
                     break
             milder = [planned.mix / 2, planned.mix / 4] if same_size else []
             for mix in (milder if kept is None else ()):
@@ -407,10 +409,14 @@ class Kept:
     overrides: dict[str, Any]
 
 
-def presets(plugin: LoadedPlugin) -> dict[str, dict[str, Any]]:
-    """A code plugin's presets (its manifest's `python.presets`), in the order they are tried; none for others."""
+def presets(plugin: LoadedPlugin, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A code plugin's presets (its manifest's `python.presets`) that would change what it ran with `options`, in
+    the order they are tried (a replayed plan may hold a kept preset's options already); none for other kinds."""
     spec = plugin.manifest.python if is_code_plugin(plugin) else None
-    return dict(spec.presets) if spec is not None else {}
+    if spec is None:
+        return {}
+    ran = {**spec.options, **options}
+    return {name: overrides for name, overrides in spec.presets.items() if {**ran, **overrides} != ran}
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     detector_accuracy.scenes_dir = args.scenes
-    os.environ.setdefault("DIFFPLUGIN_HOME", tempfile.mkdtemp(prefix="diffplugin-judged-edits-"))
+    if "DIFFPLUGIN_HOME" not in os.environ:  # a registry of the built-ins only, not the user's plugins
+        os.environ["DIFFPLUGIN_HOME"] = tempfile.mkdtemp(prefix="diffplugin-judged-edits-")
     registry = open_registry(None)
     planner, executor = load_planner(registry), Executor()
     rng = np.random.default_rng(args.seed)

@@ -96,6 +96,11 @@ class DiffPluginSpec(_Strict):
     time_threshold: int = Field(960, ge=0, le=1000, description="Timesteps at or above this use the noised input.")
 
 
+def _value_kind(value: str | int | float | bool) -> str:
+    """'flag', 'number' or 'text': what a preset's value must share with the option's default."""
+    return "flag" if isinstance(value, bool) else "number" if isinstance(value, int | float) else "text"
+
+
 #: An option's value as a manifest can state it.
 OptionValue = Annotated[str, Field(max_length=1000)] | int | float | bool
 
@@ -120,12 +125,17 @@ class PythonSpec(_Strict):
     def _presets_override_options(self) -> PythonSpec:
         for name, overrides in self.presets.items():
             if not _TASK.fullmatch(name):
-                raise ValueError(f"preset name '{name}' must be lower case letters, digits, '-' and '_'")
+                raise ValueError(f"preset name '{name}' must start with a lower case letter or digit, followed by "
+                                 "those, '-' and '_'")
             if not overrides:
                 raise ValueError(f"preset '{name}' sets no option")
             if unknown := sorted(set(overrides) - set(self.options)):
                 raise ValueError(f"preset '{name}' sets {', '.join(map(repr, unknown))}, which 'options' does not "
                                  "declare; declare each option a preset changes, with its default")
+            for option, value in overrides.items():
+                if _value_kind(value) != _value_kind(self.options[option]):
+                    raise ValueError(f"preset '{name}' sets '{option}' to {value!r}, a {_value_kind(value)}; its "
+                                     f"default {self.options[option]!r} is a {_value_kind(self.options[option])}")
         return self
 
 

@@ -242,11 +242,14 @@ class _Hit:
 class _Registry:
     """Just enough of registry.store.Registry for the planner: no plugins installed, a canned search."""
 
-    def __init__(self, hits: list[_Hit]) -> None:
-        self.hits, self.searched = hits, []
+    def __init__(self, hits: list[_Hit], tasks: list[str] | None = None) -> None:
+        self.hits, self.searched, self.tasks = hits, [], tasks or []
 
-    def plugins(self) -> list:
-        return []
+    def plugins(self) -> list:  # one enabled, runnable code plugin per task in `tasks`
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(id=f"test/{task}", enabled=True, runnable=True, problems=[],
+                                manifest=SimpleNamespace(tasks=[task], kind="python")) for task in self.tasks]
 
     def search(self, text: str, limit: int = 5) -> list[_Hit]:
         self.searched.append(text)
@@ -292,11 +295,14 @@ def test_with_no_finding_the_plan_names_the_closest_guesses_and_the_words_for_th
                 if finding.confidence >= threshold]
 
     monkeypatch.setattr(detector, "detect", guesses)
-    plan = _detector_plan(_Registry([]), Image.fromarray(data.chelsea()))
+    serving = _Registry([], tasks=["desnow", "denoise", "dehaze"])
+    plan = _detector_plan(serving, Image.fromarray(data.chelsea()))
     assert asked == [GUESS_FLOOR] and plan.steps == []
     assert plan.notes == ["you named no task and the photo shows no degradation the detector knows; the closest "
                           'guesses: snow (48%: say "remove the snow" to try it), noise (39%: say "remove the noise" '
                           "to try it)"]  # covered tasks only, two at most
+    no_snow = _detector_plan(_Registry([], tasks=["dehaze"]), Image.fromarray(data.chelsea()))
+    assert no_snow.notes[0].endswith('the closest guess: haze (36%: say "remove the haze" to try it)')
     monkeypatch.setattr(detector, "detect", lambda image, threshold=0.5: [])
     assert _detector_plan(_Registry([]), Image.fromarray(data.chelsea())).notes == [
         "you named no task and the photo shows no degradation the detector knows"]

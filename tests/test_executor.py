@@ -217,14 +217,17 @@ def test_a_preset_is_tried_before_a_milder_mix_and_a_kept_one_replays(sharp) -> 
     plugin = code_plugin("soften", soften, presets)
     result = Executor().run(sharp, [plugin], [{"radius": 4.0}])
     tries = [(t.preset, t.mix, t.verdict) for t in result.outcomes[0].tries]
-    assert tries == [(None, 1.0, "worse"), ("same", 1.0, "worse"), ("gentle", 1.0, "kept")]  # in order; then stop
+    # In order, skipping `same` (it is what just ran), and no further once one is kept.
+    assert tries == [(None, 1.0, "worse"), ("gentle", 1.0, "kept")]
     assert result.outcomes[0].overrides == {"warm": True}
     assert np.array_equal(pixels(result.image), pixels(warmer(sharp)))
-    assert result.notes == ["soften: kept test/soften [gentle] (test/soften: worse; test/soften [same]: worse; "
-                            "test/soften [gentle]: kept)"]  # no calibrated model for this task: damage checks only
+    assert result.notes == ["soften: kept test/soften [gentle] (test/soften: worse; test/soften [gentle]: kept)"]
     plan = Plan(steps=[Step(plugin="test/soften", task="soften", params={"radius": 4.0})])
     [ran] = _as_ran(plan, result.outcomes, registry=None)  # the same plugin: no registry lookup
-    assert ran.params == {"radius": 4.0, "warm": True} and ran.tries[2].preset == "gentle"
+    assert ran.params == {"radius": 4.0, "warm": True} and ran.tries[1].preset == "gentle"
+    halfway = Executor().run(sharp, [plugin], [{}], mixes=[0.5])  # a preset runs at the step's mix
+    assert [(t.preset, t.mix) for t in halfway.outcomes[0].tries] == [(None, 0.5), ("gentle", 0.5)]
+    assert np.array_equal(pixels(halfway.image), pixels(PIL.Image.blend(sharp, warmer(sharp), 0.5)))
     replayed = Executor(DiffusionSettings(judge=False)).run(sharp, [plugin], [ran.params])
     assert np.array_equal(pixels(replayed.image), pixels(result.image))
     without = Executor().run(sharp, [code_plugin("soften", soften)], [{"radius": 4.0}])  # no presets: milder mixes

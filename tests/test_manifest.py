@@ -44,6 +44,10 @@ def test_example_manifest_is_valid() -> None:
      "python", "preset name 'Soft One'"),
     ({"python": {"entry_point": "a:b", "options": {"amount": 1}, "presets": {"soft": {}}}}, "python",
      "preset 'soft' sets no option"),
+    ({"python": {"entry_point": "a:b", "options": {"amount": 1.0}, "presets": {"soft": {"amount": "high"}}}},
+     "python", "preset 'soft' sets 'amount' to 'high', a text; its default 1.0 is a number"),
+    ({"python": {"entry_point": "a:b", "options": {"warm": False}, "presets": {"soft": {"warm": 1}}}},
+     "python", "sets 'warm' to 1, a number; its default False is a flag"),
     ({"surprise": 1}, "surprise", "Extra inputs"),
     ({"license": None}, "license", "required"),
 ])

@@ -197,7 +197,7 @@ def _edit_one(plan: Plan, source: Path, target: Path, context: EditContext, over
     result = run_plan(plan, image, context.registry, context.executor, context.report(source.name, len(plan.steps)))
     save_result(result.image, target, plan, overwrite)
     return {"input": str(source), "output": str(target), "plan": str(sidecar(target)), "notes": result.notes,
-            "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix,
+            "judged": [{"step": o.index + 1, "kept": o.plugin, "mix": o.mix, "preset_options": o.overrides,
                         "tries": [t.model_dump(mode="json", exclude_none=True) for t in o.tries]}
                        for o in result.outcomes]}
 

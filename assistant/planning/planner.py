@@ -28,8 +28,10 @@ if TYPE_CHECKING:  # the photo libraries and the registry load only when a plan 
 
 #: Below this selector confidence, a step is kept but the user is told it is a guess.
 LOW_CONFIDENCE = 0.6
-#: "fix this photo" on a photo with no finding: tasks the detector gives at least this chance (under a finding's
-#: 0.5) are named as the closest guesses, with the words that would run them, so that a miss is one request away.
+#: The detector's confidence from which a degradation is a finding (and gets a step).
+FINDING = 0.5
+#: "fix this photo" on a photo with no finding: tasks an enabled plugin can run that the detector gives at least
+#: this chance are named as the closest guesses, with the words that would run them: a miss is one request away.
 GUESS_FLOOR = 0.35
 
 # A request "names no task" when its words only ask for a better photo ("make it pop", "fix my photo, it's all
@@ -147,10 +149,12 @@ class Planner:
 
         notes = list(notes or [])
         seen = detect(image, GUESS_FLOOR)
-        findings = [finding for finding in seen if finding.confidence >= 0.5]
+        findings = [finding for finding in seen if finding.confidence >= FINDING]
         if not findings:
+            served = {task for status in self.registry.plugins() if status.enabled and status.runnable
+                      for task in status.manifest.tasks}
             notes.append("you named no task and the photo shows no degradation the detector knows"
-                         + _closest([finding for finding in seen if finding.covered]))
+                         + _closest([finding for finding in seen if finding.covered and finding.task in served]))
             return Plan(request=request, steps=[], source="detector", order="none", notes=notes)
         # Findings no restoration task covers (JPEG blocks) get no step, only an honest note.
         for finding in findings:
