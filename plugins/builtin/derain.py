@@ -4,7 +4,9 @@ Rain streaks and snowflakes are small, bright, colourless structures on top of t
 photo minus its morphological opening; Serra, "Image Analysis and Mathematical Morphology", 1982) keeps exactly
 the bright things narrower than the structuring element. For rain the element is a horizontal line: streaks fall
 at most ~30 degrees off vertical, so they are thin across and are caught, while long vertical edges of the scene
-are not. The detected pixels are replaced by a normalised convolution of the pixels around them.
+are not. Rain falls one way: of what the top-hat finds, only the elongated pieces that share the dominant direction
+(within `ALIGNMENT_TOLERANCE`) are taken for streaks, so fur, hair, grass and other bright texture pointing every
+way stays. The detected pixels are replaced by a normalised convolution of the pixels around them.
 
 Where the detected pixels are so many that much of them lies far from any intact pixel (heavy real rain, or a
 scene full of bright texture), filling would paint blobs over the photo: the plugin then raises `CannotHelp` and
@@ -39,9 +41,50 @@ def _bright_residue(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 MAX_OUT_OF_REACH = 0.5
 
 
+#: How far a streak's direction may be from the rain's dominant direction (synthetic and real rain: the wind's angle,
+#: give or take ten degrees), and how much longer than wide a piece must be to have a direction at all.
+ALIGNMENT_TOLERANCE = np.deg2rad(25.0)
+MIN_ELONGATION = 2.0
+
+
+def _aligned(mask: np.ndarray) -> np.ndarray:
+    """The pieces of `mask` (4-connected) that are elongated and point the way most of the elongated area points.
+
+    Each piece's direction and elongation come from its second moments (the covariance of its pixel coordinates);
+    the dominant direction is the area-weighted mean of the doubled angles, so that 0 and 180 degrees agree."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    ys, xs = (coordinates.astype(float) for coordinates in np.nonzero(labels))
+    piece = labels[labels > 0]
+    area = np.bincount(piece, minlength=count + 1).astype(float)
+    area[0] = 1.0  # the background, ignored below; keeps the divisions finite
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(piece, values, count + 1) / area
+
+    mean_x, mean_y = mean(xs), mean(ys)
+    # + 1/12: a pixel's own extent, so that a one-pixel-wide line has a finite elongation.
+    var_x, var_y = mean(xs * xs) - mean_x**2 + 1 / 12, mean(ys * ys) - mean_y**2 + 1 / 12
+    cov = mean(xs * ys) - mean_x * mean_y
+    doubled = np.arctan2(2 * cov, var_x - var_y)
+    spread = np.hypot((var_x - var_y) / 2, cov)
+    longest, shortest = (var_x + var_y) / 2 + spread, (var_x + var_y) / 2 - spread
+    elongated = (longest >= MIN_ELONGATION**2 * np.maximum(shortest, 1e-9)) & (area >= 3)
+    elongated[0] = False
+    if not elongated.any():
+        return np.zeros_like(mask)
+    weight = area * elongated
+    dominant = np.arctan2((weight * np.sin(doubled)).sum(), (weight * np.cos(doubled)).sum())
+    off = np.abs(np.angle(np.exp(1j * (doubled - dominant)))) / 2
+    return (elongated & (off <= ALIGNMENT_TOLERANCE))[labels]
+
+
 def _remove(array: np.ndarray, residue: np.ndarray, threshold: float, grow: int, sigma: float,
             max_area: int | None = None, what: str = "rain") -> np.ndarray:
     mask = residue > threshold
+    if what == "rain":
+        mask = _aligned(mask)
     if max_area is not None and mask.any():
         # Flakes are compact spots; a bright region bigger than the window is the scene (white clothes, a sign)
         # whose darker texture lets it through the top-hat.
