@@ -86,6 +86,9 @@ class Alternative:
     load: Callable[[], LoadedPlugin]
 
 
+#: Plugins run as one step, each with its options (one code plugin, or a chain of diffusion plugins).
+Group = list[tuple["LoadedPlugin", dict[str, Any]]]
+
 #: a step's index -> other plugins for that step's task, in the order to try them.
 Alternatives = Callable[[int], list[Alternative]]
 
@@ -237,7 +240,7 @@ class _Run:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled; nothing was written")
 
-    def step(self, image: PIL.Image.Image, group: list[tuple[LoadedPlugin, dict[str, Any]]], done: int,
+    def step(self, image: PIL.Image.Image, group: Group, done: int,
              clip_image: PIL.Image.Image | None = None, continuing: bool = False) -> PIL.Image.Image:
         """Run one code plugin, or one group of diffusion plugins as a chain, reporting progress. A code plugin
         that cannot help raises `registry.errors.CannotHelp`."""
@@ -328,7 +331,7 @@ class _Run:
         """Each candidate plugin in turn: its output as planned; when that is worse, the plugin's presets (a code
         plugin's named sets of options) at the step's mix; then the planned output half and a quarter of the way
         from the input. The first acceptable try of a candidate counts; the best of the candidates run is kept."""
-        from registry.errors import CannotHelp, RegistryError
+        from registry.errors import RegistryError
 
         explore = max(1, self.executor.settings.explore)
         tries: list[Try] = []
@@ -348,31 +351,17 @@ class _Run:
             judge = functools.partial(self._judge_try, current, index, task, candidate.name, plugin, tries)
             run = functools.partial(self.step, current.image, done=index, clip_image=None if code else chain_start,
                                     continuing=not code and chain_start is not None)
-            try:
-                out = run([(plugin, options)])
-            except CannotHelp as why:
-                tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help", reasons=[str(why)]))
+            attempt = functools.partial(self._attempt, current.image, run, candidate.name, planned.mix, tries, plugin)
+            out = attempt(options)
+            if out is None:
                 continue
-            if _unchanged(current.image, out):  # nothing to judge: the judge's verdict on a no-op means nothing
-                tries.append(Try(plugin=candidate.name, mix=planned.mix, verdict="cannot help",
-                                 reasons=["it changed nothing"]))
-                continue
-            same_size = out.size == current.image.size  # a result of another size cannot be mixed with the input
-            full = planned.mix if same_size else 1.0
-            kept = judge(out, full)
+            kept = judge(out, _mixable(current.image, out, planned.mix))
             for preset, overrides in (presets(plugin, options).items() if kept is None else ()):
-                try:
-                    other = run([(plugin, {**options, **overrides})])
-                except CannotHelp as why:
-                    tries.append(Try(plugin=candidate.name, mix=full, preset=preset, verdict="cannot help",
-                                     reasons=[str(why)]))
-                    continue
-                if _unchanged(current.image, other):
-                    tries.append(Try(plugin=candidate.name, mix=full, preset=preset, verdict="cannot help",
-                                     reasons=["it changed nothing"]))
-                elif kept := judge(other, planned.mix if other.size == current.image.size else 1.0, preset, overrides):
+                other = attempt({**options, **overrides}, preset)
+                if other is not None and (kept := judge(other, _mixable(current.image, other, planned.mix), preset,
+                                                        overrides)):
                     break
-            milder = [planned.mix / 2, planned.mix / 4] if same_size else []
+            milder = [planned.mix / 2, planned.mix / 4] if out.size == current.image.size else []
             for mix in (milder if kept is None else ()):
                 if kept := judge(out, mix):
                     break
@@ -381,6 +370,24 @@ class _Run:
             if plugins_run >= explore and best is not None:  # before the next candidate is even looked up
                 break
         return best, tries
+
+    def _attempt(self, image: PIL.Image.Image, run: Callable[[Group], PIL.Image.Image], name: str, mix: float,
+                 tries: list[Try], plugin: LoadedPlugin, options: dict[str, Any],
+                 preset: str | None = None) -> PIL.Image.Image | None:
+        """The plugin's output with `options`, or None with the try recorded when there is nothing to judge: it
+        cannot help, or it changed nothing (the judge's verdict on a no-op means nothing)."""
+        from registry.errors import CannotHelp
+
+        try:
+            out = run([(plugin, options)])
+        except CannotHelp as why:
+            reason = str(why)
+        else:
+            if not _unchanged(image, out):
+                return out
+            reason = "it changed nothing"
+        tries.append(Try(plugin=name, mix=mix, preset=preset, verdict="cannot help", reasons=[reason]))
+        return None
 
     def _judge_try(self, current: Seen, index: int, task: str, name: str, plugin: LoadedPlugin, tries: list[Try],
                    out: PIL.Image.Image, mix: float, preset: str | None = None,
@@ -461,12 +468,17 @@ def _unchanged(before: PIL.Image.Image, after: PIL.Image.Image) -> bool:
                                 and before.tobytes() == after.tobytes()))
 
 
+def _mixable(before: PIL.Image.Image, after: PIL.Image.Image, mix: float) -> float:
+    """`mix`, or 1 for a result of another size, which cannot be mixed with its input."""
+    return mix if after.size == before.size else 1.0
+
+
 def _at(mix: float) -> str:
     return "" if mix >= 1.0 else f" at {mix:.0%}"
 
 
 def _named(attempt: Try) -> str:
-    """'acme/dehaze', 'acme/dehaze [keep-whites]', 'acme/dehaze at 50%'."""
+    """'acme/dehaze', 'acme/dehaze [spare-whites]', 'acme/dehaze at 50%'."""
     return attempt.plugin + (f" [{attempt.preset}]" if attempt.preset else "") + _at(attempt.mix)
 
 

@@ -115,8 +115,8 @@ class PythonSpec(_Strict):
               "callable."))
     presets: dict[Annotated[str, Field(max_length=64)], dict[Annotated[str, Field(max_length=64)], OptionValue]] = (
         Field(default_factory=dict, max_length=MAX_PRESETS, description="Named sets of options to try, in order, "
-              "when the judge finds the defaults made a photo worse (before a milder mix), e.g. {'keep-whites': "
-              "{'tolerance': 0.3}}; each overrides options declared above."))
+              "when the judge finds the defaults made a photo worse (before a milder mix), e.g. {'spare-whites': "
+              "{'tolerance': 0.4}}; each overrides options declared above."))
 
     _entry_point = field_validator("entry_point")(
         lambda cls, value: _fullmatch(_ENTRY_POINT, value, "of the form 'module:callable'"))

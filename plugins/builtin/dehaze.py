@@ -36,8 +36,8 @@ def dehaze(image: Image.Image, strength: float = 0.95, t0: float = 0.1, patch: i
     `tolerance` spares pixels whose colour lies within it of the haze's (white objects, bright sky): the dark
     channel prior takes them for dense haze and turns them grey and grainy. Where |I - A| (the largest channel
     difference) is under it, the transmission is multiplied by tolerance / |I - A|, at most up to 1. It also spares
-    real dense haze, so it is off
-    by default (0.4 suits hazy photos of white or pale scenes; see docs/builtin-plugins.md).
+    real dense haze, so it is off by default (0.4 suits hazy photos of white or pale scenes; see
+    docs/builtin-plugins.md).
     """
     strength = number("strength", strength, 0.0, 1.0)
     t0 = number("t0", t0, 0.0, 1.0, low_open=True)

@@ -80,19 +80,18 @@ def _aligned(mask: np.ndarray) -> np.ndarray:
     return (elongated & (off <= ALIGNMENT_TOLERANCE))[labels]
 
 
-def _remove(array: np.ndarray, residue: np.ndarray, threshold: float, grow: int, sigma: float,
-            max_area: int | None = None, what: str = "rain") -> np.ndarray:
-    mask = residue > threshold
-    if what == "rain":
-        mask = _aligned(mask)
-    if max_area is not None and mask.any():
-        # Flakes are compact spots; a bright region bigger than the window is the scene (white clothes, a sign)
-        # whose darker texture lets it through the top-hat.
-        labels, _ = ndimage.label(mask)
-        areas = np.bincount(labels.ravel())
-        keep = areas <= max_area
-        keep[0] = False
-        mask = keep[labels]
+def _compact(mask: np.ndarray, max_area: int) -> np.ndarray:
+    """The pieces of `mask` no larger than `max_area`: flakes are compact spots; a bright region bigger than the
+    window is the scene (white clothes, a sign) whose darker texture lets it through the top-hat."""
+    if not mask.any():
+        return mask
+    labels, _ = ndimage.label(mask)
+    keep = np.bincount(labels.ravel()) <= max_area
+    keep[0] = False
+    return keep[labels]
+
+
+def _remove(array: np.ndarray, mask: np.ndarray, grow: int, sigma: float, what: str) -> np.ndarray:
     if grow:
         # The soft rims of streaks are below the threshold but still lighter than the scene.
         mask = ndimage.binary_dilation(mask, iterations=grow)
@@ -114,7 +113,8 @@ def derain(image: Image.Image, threshold: float = 0.04, width: int = 0) -> Image
     scale = scale_of(array)
     size = odd(width * 2 + 1 if width else 9 * scale * 2, minimum=3)
     residue = _bright_residue(array, (1, size))
-    return to_image(_remove(array, residue, threshold, max(1, round(scale * 2)), max(1.0, 2.0 * scale * 2)))
+    return to_image(_remove(array, _aligned(residue > threshold), max(1, round(scale * 2)),
+                            max(1.0, 2.0 * scale * 2), "rain"))
 
 
 def desnow(image: Image.Image, threshold: float = 0.15, flake_size: int = 0) -> Image.Image:
@@ -126,5 +126,5 @@ def desnow(image: Image.Image, threshold: float = 0.15, flake_size: int = 0) -> 
     scale = scale_of(array)
     size = odd(flake_size + 2 if flake_size else 24 * scale, minimum=3)
     residue = _bright_residue(array, (size, size))
-    return to_image(_remove(array, residue, threshold, max(1, round(scale * 2)), max(1.0, 3.0 * scale * 2),
-                            max_area=size * size // 2, what="snow"))
+    return to_image(_remove(array, _compact(residue > threshold, size * size // 2), max(1, round(scale * 2)),
+                            max(1.0, 3.0 * scale * 2), "snow"))
